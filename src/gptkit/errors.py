@@ -1,0 +1,33 @@
+"""Typed exceptions: every failure a user can cause names the problem."""
+
+
+class GPTKitError(Exception):
+    """Base class for all gptkit errors."""
+
+
+class ModelNotFoundError(GPTKitError, FileNotFoundError):
+    """A model name or path does not resolve to loadable files."""
+
+
+class ConfigError(GPTKitError, ValueError):
+    """A configuration is invalid or uses an unsupported feature."""
+
+
+class WeightsError(GPTKitError, ValueError):
+    """A weights file is corrupt, truncated, or disagrees with the config."""
+
+
+class UnsupportedTensorTypeError(WeightsError):
+    """A GGUF tensor uses a quantization type gptkit cannot read."""
+
+
+class TokenizerError(GPTKitError, ValueError):
+    """A tokenizer cannot be loaded or was given invalid input."""
+
+
+class GenerationError(GPTKitError, ValueError):
+    """Invalid generation arguments (sampling parameters, lengths)."""
+
+
+class ContextLengthError(GenerationError):
+    """A prompt (plus requested tokens) does not fit the model's context window."""
