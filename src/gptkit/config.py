@@ -92,7 +92,9 @@ class GPT4Config:
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             if kind not in ROPE_SCALING_TYPES + ("default",):
-                raise ConfigError(f"rope_scaling type {kind!r} is not supported ({', '.join(ROPE_SCALING_TYPES)})")
+                raise ConfigError(
+                    f"rope_scaling type {kind!r} is not supported ({', '.join(ROPE_SCALING_TYPES)})"
+                )
         if self.gelu_approximate not in ("tanh", "none"):
             raise ConfigError(f"gelu_approximate must be 'tanh' or 'none', got {self.gelu_approximate!r}")
 
@@ -121,7 +123,9 @@ class GPT4Config:
     def eos_token_ids(self) -> list[int]:
         if self.eos_token_id is None:
             return []
-        return list(self.eos_token_id) if isinstance(self.eos_token_id, (list, tuple)) else [self.eos_token_id]
+        return (
+            list(self.eos_token_id) if isinstance(self.eos_token_id, (list, tuple)) else [self.eos_token_id]
+        )
 
     def replace(self, **changes: Any) -> GPT4Config:
         return dataclasses.replace(self, **changes)

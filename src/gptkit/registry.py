@@ -102,4 +102,6 @@ def _resolve_path(path: Path) -> ModelSource:
         if len(ggufs) == 1:
             return ModelSource(SourceKind.GGUF, ggufs[0], ggufs[0].stem)
         raise ModelNotFoundError(f"{path} has no config.json (nor a single .gguf file); {_available_text()}")
-    raise ModelNotFoundError(f"unknown model {str(path)!r}: no such registered name, file or directory; {_available_text()}")
+    raise ModelNotFoundError(
+        f"unknown model {str(path)!r}: no such registered name, file or directory; {_available_text()}"
+    )

@@ -26,7 +26,9 @@ def open_gguf(path: str | Path):
     try:
         return gguf.GGUFReader(path, "r")
     except Exception as exc:  # the gguf package raises ValueError/IndexError/struct errors on corruption
-        raise WeightsError(f"{path} is a corrupt or truncated GGUF file: {type(exc).__name__}: {exc}") from exc
+        raise WeightsError(
+            f"{path} is a corrupt or truncated GGUF file: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

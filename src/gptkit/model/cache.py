@@ -1,0 +1,100 @@
+"""Static, preallocated key/value cache with per-row write positions."""
+
+from __future__ import annotations
+
+import torch
+
+from gptkit.config import GPT4Config
+from gptkit.errors import ContextLengthError
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated once: each (n_layer, B, n_kv_head, max_len, head_dim).
+
+    Column ``c`` of row ``b`` holds one token. ``valid[b, c]`` says whether it is a real (non-pad) token,
+    ``positions[b, c]`` its position id, and ``next_position[b]`` how many real tokens row ``b`` has seen.
+    Rows advance independently, so left-padded batches and sequences of different lengths share a cache.
+    """
+
+    def __init__(
+        self,
+        config: GPT4Config,
+        batch_size: int,
+        max_len: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        shape = (config.n_layer, batch_size, config.kv_heads, max_len, config.dim_per_head)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # (B, S)
+        self.positions = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, S)
+        self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.next_column = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.valid.shape[0]
+
+    def reset_rows(self, rows: torch.Tensor | list[int]) -> None:
+        """Forget everything stored for ``rows`` so the slots can hold new sequences."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.valid.device)
+        self.valid[rows] = False
+        self.next_position[rows] = 0
+        self.next_column[rows] = 0
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Reorder/duplicate rows in place (beam search): row i becomes old row ``rows[i]``."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+        for name in ("valid", "positions", "next_position", "next_column"):
+            setattr(self, name, getattr(self, name)[rows])
+
+    def allocate(self, token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reserve columns for T new tokens per row: returns (columns, position_ids), each (B, T).
+
+        ``token_mask`` (B, T) marks real tokens; pad tokens get columns too (marked invalid) so that
+        every row of a left-padded batch moves in lockstep.
+        """
+        steps = torch.arange(token_mask.shape[1], device=token_mask.device)
+        columns = self.next_column[:, None] + steps  # (B, T)
+        if int(columns.max()) >= self.max_len:
+            raise ContextLengthError(
+                f"KV cache is full: {int(columns.max()) + 1} tokens needed, capacity {self.max_len}"
+            )
+        mask = token_mask.bool()
+        positions = (self.next_position[:, None] + mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        rows = torch.arange(self.batch_size, device=columns.device)[:, None]
+        self.valid[rows, columns] = mask
+        self.positions[rows, columns] = positions
+        self.next_column += token_mask.shape[1]
+        self.next_position += mask.sum(-1)
+        return columns, positions
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, columns: torch.Tensor, used: int):
+        """Store k, v (B, n_kv_head, T, head_dim) at ``columns`` (B, T); return the first ``used`` columns."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
+        self.k[layer][rows, :, columns] = k.transpose(1, 2).to(self.k.dtype)  # (B, T, n_kv_head, head_dim)
+        self.v[layer][rows, :, columns] = v.transpose(1, 2).to(self.v.dtype)
+        return self.k[layer, :, :, :used], self.v[layer, :, :, :used]
+
+    def attention_mask(
+        self, columns: torch.Tensor, positions: torch.Tensor, used: int, window: int | None
+    ) -> torch.Tensor:
+        """Which cached columns each new token may attend to: (B, 1, T, used) booleans."""
+        keys = torch.arange(used, device=columns.device)
+        visible = self.valid[:, None, :used] & (keys <= columns[..., None])  # (B, T, used)
+        if window is not None:
+            visible &= (positions[..., None] - self.positions[:, None, :used]) < window
+        visible |= keys == columns[..., None]  # a pad query sees itself, so no row is all -inf
+        return visible[:, None]
+
+
+def check_fits(config: GPT4Config, n_tokens: int) -> None:
+    """Raise ContextLengthError when ``n_tokens`` do not fit the model's context window."""
+    if n_tokens > config.context_length:
+        raise ContextLengthError(
+            f"{n_tokens} tokens do not fit the model's context window of {config.context_length} tokens"
+        )

@@ -1,0 +1,262 @@
+"""The decoder-only Transformer: embeddings + positions -> N x (attention, MLP) blocks -> norm -> LM head."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptkit.config import GPT4Config, Positions
+from gptkit.errors import ContextLengthError, WeightsError
+from gptkit.model.attention import AttentionInputs, CausalSelfAttention
+from gptkit.model.cache import KVCache
+from gptkit.model.layers import RotaryEmbedding, make_mlp, make_norm, sinusoidal_table
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class CausalLMOutput:
+    """Logits (B, T, V) and, when labels were given, the mean next-token cross-entropy."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPT4Config, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = CausalSelfAttention(config, layer)
+        self.mlp_norm = make_norm(config)
+        self.mlp = make_mlp(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), inputs))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class GPT4LMHeadModel(nn.Module):
+    """A Generative Pre-trained Transformer with a language-modelling head, configured by GPT4Config."""
+
+    def __init__(self, config: GPT4Config) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.positions is Positions.LEARNED:
+            self.pos_embed = nn.Embedding(config.context_length, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self._init_buffers()
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self._init_weights)
+
+    # ---- construction ------------------------------------------------------------------------------
+    def _init_buffers(self) -> None:
+        """(Re)create the non-persistent buffers: rotary frequencies or the sinusoidal table."""
+        device = self.embed.weight.device if not self.embed.weight.is_meta else None
+        if self.config.positions is Positions.ROPE:
+            self.rotary = RotaryEmbedding(self.config).to(device)
+        if self.config.positions is Positions.SINUSOIDAL:
+            table = sinusoidal_table(self.config.context_length, self.config.n_embd).to(device)
+            self.register_buffer("sinusoidal", table, persistent=False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
+        std = 0.02
+        if isinstance(module, nn.Linear):
+            is_residual_out = module in {b.attn.proj for b in self.blocks} | {b.mlp.down for b in self.blocks}
+            scale = 1 / math.sqrt(2 * self.config.n_layer) if is_residual_out else 1.0
+            nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    @classmethod
+    def from_state_dict(
+        cls, config: GPT4Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None
+    ) -> GPT4LMHeadModel:
+        """Build a model whose parameters are exactly ``state`` (our names), checking names and shapes."""
+        with torch.device("meta"):
+            model = cls(config)
+        expected = {name: p.shape for name, p in model.named_parameters()}  # tied lm_head listed once
+        _check_state(expected, state)
+        if dtype is not None:
+            state = {k: v.to(dtype) for k, v in state.items()}
+        model.load_state_dict(state, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.embed.weight
+        model._init_buffers()
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "smollm2-135m-instruct",
+        *,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> GPT4LMHeadModel:
+        """Load a registered name, a .gguf file or a Hugging Face directory (safetensors)."""
+        from gptkit.weights.loading import load_pretrained
+
+        return load_pretrained(name_or_path, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a Hugging Face directory (config.json + model.safetensors) that transformers can load."""
+        from gptkit.weights.safetensors_io import save_pretrained
+
+        save_pretrained(self, directory)
+
+    # ---- forward -----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutput:
+        """Logits for token ids (B, T); with ``cache`` the tokens extend the cached sequences.
+
+        ``attention_mask`` (B, T) marks real tokens (0 = padding); position ids then count real tokens
+        only, so a left-padded row computes exactly what it would alone. ``logits_to_keep=n`` returns
+        logits for the last n positions only (generation needs just the last).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        token_mask = (
+            torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        )
+        if cache is None:
+            inputs, positions = self._uncached_inputs(token_mask, attention_mask is not None, position_ids)
+        else:
+            inputs, positions = self._cached_inputs(token_mask, cache, position_ids)
+        x = self._embed(input_ids, positions)  # (B, T, n_embd)
+        for block in self.blocks:
+            x = block(x, inputs)
+        x = self.norm(x)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return CausalLMOutput(logits=logits, loss=loss)
+
+    def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Token embeddings plus absolute position information (learned or sinusoidal), if any."""
+        x = self.embed(input_ids)  # (B, T, n_embd)
+        if self.config.positions is Positions.LEARNED:
+            x = x + self.pos_embed(positions)
+        elif self.config.positions is Positions.SINUSOIDAL:
+            x = x + self.sinusoidal[positions].to(x.dtype)
+        return self.drop(x)
+
+    def _rotary(self, positions: torch.Tensor):
+        return self.rotary.cos_sin(positions) if self.config.positions is Positions.ROPE else None
+
+    def _check_positions(self, positions: torch.Tensor) -> None:
+        longest = int(positions.max()) + 1 if positions.numel() else 0
+        if longest > self.config.context_length:
+            raise ContextLengthError(
+                f"sequence of {longest} positions exceeds the model's context window of "
+                f"{self.config.context_length} tokens"
+            )
+
+    def _uncached_inputs(self, token_mask: torch.Tensor, padded: bool, position_ids: torch.Tensor | None):
+        """Causal (+ padding, + sliding-window) attention over the T tokens themselves."""
+        B, T = token_mask.shape
+        if position_ids is None:
+            steps = torch.arange(T, device=token_mask.device).expand(B, T)
+            position_ids = (token_mask.long().cumsum(-1) - 1).clamp(min=0) if padded else steps
+        self._check_positions(position_ids)
+        needs_mask = padded and not bool(token_mask.all())
+        window = self.config.sliding_window
+        if needs_mask or (window is not None and T > window):
+            mask = _causal_mask(token_mask, position_ids, window)
+        else:
+            mask = None
+        return AttentionInputs(mask=mask, rotary=self._rotary(position_ids)), position_ids
+
+    def _cached_inputs(self, token_mask: torch.Tensor, cache: KVCache, position_ids: torch.Tensor | None):
+        """Attention of the new tokens over everything the cache holds for their row."""
+        columns, positions = cache.allocate(token_mask)
+        if position_ids is not None:
+            positions = position_ids
+        self._check_positions(positions)
+        used = int(cache.next_column.max())
+        mask = cache.attention_mask(columns, positions, used, self.config.sliding_window)
+        inputs = AttentionInputs(mask, self._rotary(positions), cache=cache, columns=columns, used=used)
+        return inputs, positions
+
+    # ---- conveniences ------------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """A preallocated KV cache for ``batch_size`` rows of up to ``max_len`` tokens."""
+        p = self.embed.weight
+        max_len = max_len or self.config.context_length
+        return KVCache(self.config, batch_size, max_len, dtype=p.dtype, device=p.device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def generate(self, input_ids: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Generate continuations with transformers' semantics; see gptkit.generation.generate."""
+        from gptkit.generation import generate
+
+        return generate(self, input_ids, **kwargs)
+
+
+def _causal_mask(token_mask: torch.Tensor, positions: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(B, 1, T, T) booleans: query t sees real key s <= t (within the window); every query sees itself."""
+    T = token_mask.shape[1]
+    steps = torch.arange(T, device=token_mask.device)
+    visible = (steps[None, :] <= steps[:, None]) & token_mask[:, None, :]  # (B, T, T)
+    if window is not None:
+        visible &= (positions[:, :, None] - positions[:, None, :]) < window
+    visible |= torch.eye(T, dtype=torch.bool, device=token_mask.device)
+    return visible[:, None]
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting labels[:, t+1] from position t (labels of -100 are ignored)."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    targets = labels[:, 1:].reshape(-1).to(logits.device)
+    return F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX)
+
+
+def _check_state(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose names or shapes disagree with the config."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != tuple(shape):
+            raise WeightsError(
+                f"tensor {name!r} has shape {tuple(state[name].shape)}, the config implies {tuple(shape)}"
+            )

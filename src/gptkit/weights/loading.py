@@ -1,0 +1,45 @@
+"""One entry point for loading a pretrained model from any supported source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gptkit.registry import SourceKind, resolve
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept torch dtypes or their names ("float32", "bf16", "auto"/None keeps the loader's default)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(names)}")
+    return names[dtype]
+
+
+def load_pretrained(
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+):
+    """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode."""
+    from gptkit.model.decoder import GPT4LMHeadModel
+
+    source = resolve(name_or_path)
+    if source.kind is SourceKind.GGUF:
+        from gptkit.weights.gguf_io import load_gguf_state
+
+        config, state = load_gguf_state(source.path)
+    else:
+        from gptkit.weights.safetensors_io import load_hf_state
+
+        config, state = load_hf_state(source.path)
+    model = GPT4LMHeadModel.from_state_dict(config, state, dtype=resolve_dtype(dtype) or torch.float32)
+    if device is not None:
+        model = model.to(device)
+    model.source = source
+    return model
