@@ -1,0 +1,199 @@
+"""GenerationConfig: every decoding option, validated up front, with transformers' defaults and meanings.
+
+Differences from transformers, on purpose:
+- ``temperature=0`` means greedy decoding (transformers raises when sampling at temperature 0).
+- When ``pad_token_id`` is unset it falls back to the model's pad id, then to the first EOS id, silently.
+- Neither ``max_length`` nor ``max_new_tokens`` given: 20 new tokens, capped by the context window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gptkit.errors import ContextLengthError, GenerationError
+
+DEFAULT_NEW_TOKENS = 20  # transformers' default max_length=20 counts new tokens for decoder-only models
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Options of :func:`gptkit.generation.generate`; names and defaults follow transformers."""
+
+    max_length: int | None = None  # prompt + new tokens (padded prompt length, as in transformers)
+    max_new_tokens: int | None = None  # takes precedence over max_length
+    min_new_tokens: int = 0  # EOS is suppressed until this many tokens were generated
+    do_sample: bool = False
+    temperature: float = 1.0  # 0 -> greedy
+    top_k: int = 50  # 0 disables; like top_p/min_p/typical_p only applied when sampling
+    top_p: float = 1.0
+    min_p: float | None = None
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0  # beam score = sum log p / generated_len ** length_penalty
+    early_stopping: bool | str = False  # True, False or "never" (beam search)
+    num_return_sequences: int = 1
+    eos_token_id: int | list[int] | None = None  # None -> model config's EOS ids
+    pad_token_id: int | None = None  # None -> model config's pad id -> first EOS id
+    stop_strings: str | list[str] | None = None  # needs ``tokenizer=`` in generate
+    seed: int | None = None  # seeds a private torch.Generator for sampling
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            raise GenerationError(f"unknown generation argument(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def sampling(self) -> bool:
+        """Whether tokens are drawn at random (``do_sample`` with a positive temperature)."""
+        return self.do_sample and self.temperature > 0
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """EOS ids as a list (possibly empty)."""
+        if self.eos_token_id is None:
+            return []
+        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
+
+    @property
+    def stops(self) -> list[str]:
+        """Stop strings as a list (possibly empty)."""
+        if self.stop_strings is None:
+            return []
+        return [self.stop_strings] if isinstance(self.stop_strings, str) else list(self.stop_strings)
+
+
+def field_names() -> list[str]:
+    """Names of every GenerationConfig option."""
+    return [f.name for f in dataclasses.fields(GenerationConfig)]
+
+
+def with_model_defaults(config: GenerationConfig, model_config: Any) -> GenerationConfig:
+    """Fill EOS and pad ids from the model's config (pad falls back to the first EOS id, as in transformers)."""
+    eos = config.eos_token_id
+    if eos is None:
+        eos = list(model_config.eos_token_ids) or None
+    pad = config.pad_token_id
+    if pad is None:
+        pad = model_config.pad_token_id
+    if pad is None and eos is not None:
+        pad = eos if isinstance(eos, int) else eos[0]
+    return config.replace(eos_token_id=eos, pad_token_id=pad)
+
+
+def resolve_max_length(config: GenerationConfig, prompt_len: int, context_length: int) -> int:
+    """Total sequence length (prompt + new tokens) to generate up to; checked against the context window."""
+    if prompt_len > context_length:
+        raise ContextLengthError(
+            f"the prompt has {prompt_len} tokens, more than the model's context window of {context_length}"
+        )
+    if config.max_new_tokens is not None:
+        max_length, asked = prompt_len + config.max_new_tokens, f"max_new_tokens={config.max_new_tokens}"
+    elif config.max_length is not None:
+        max_length, asked = config.max_length, f"max_length={config.max_length}"
+    else:
+        max_length, asked = min(prompt_len + DEFAULT_NEW_TOKENS, context_length), "default"
+    if max_length <= prompt_len:
+        raise GenerationError(
+            f"max_length={max_length} must exceed the prompt length {prompt_len} ({asked}); "
+            "use max_new_tokens to count new tokens only"
+        )
+    if max_length > context_length:
+        raise ContextLengthError(
+            f"prompt of {prompt_len} tokens + {max_length - prompt_len} new tokens ({asked}) = {max_length} "
+            f"exceeds the model's context window of {context_length} tokens"
+        )
+    return max_length
+
+
+# ---- validation --------------------------------------------------------------------------------------
+def _validate(c: GenerationConfig) -> None:
+    """Raise GenerationError naming the first invalid option."""
+    _check_optional_int(c, "max_length", minimum=1)
+    _check_optional_int(c, "max_new_tokens", minimum=1)
+    _check_int(c, "min_new_tokens", minimum=0)
+    _check_int(c, "top_k", minimum=0)
+    _check_int(c, "no_repeat_ngram_size", minimum=0)
+    _check_int(c, "num_beams", minimum=1)
+    _check_int(c, "num_return_sequences", minimum=1)
+    _check_optional_int(c, "seed", minimum=None)
+    _check_optional_int(c, "pad_token_id", minimum=0)
+    for name in ("do_sample", "return_dict_in_generate", "output_scores"):
+        if not isinstance(getattr(c, name), bool):
+            raise GenerationError(f"{name} must be True or False, got {getattr(c, name)!r}")
+    _check_float(c, "temperature", lambda v: v >= 0, ">= 0 (0 means greedy)")
+    _check_float(c, "top_p", lambda v: 0 < v <= 1, "in (0, 1]")
+    _check_float(c, "typical_p", lambda v: 0 < v <= 1, "in (0, 1]")
+    _check_float(c, "repetition_penalty", lambda v: v > 0, "> 0")
+    _check_float(c, "length_penalty", math.isfinite, "finite")
+    if c.min_p is not None:
+        _check_float(c, "min_p", lambda v: 0 <= v <= 1, "in [0, 1]")
+    if not (isinstance(c.early_stopping, bool) or c.early_stopping == "never"):
+        raise GenerationError(f"early_stopping must be True, False or 'never', got {c.early_stopping!r}")
+    _check_token_ids(c.eos_token_id)
+    _check_stop_strings(c.stop_strings)
+    _check_beam_counts(c)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(c: GenerationConfig, name: str, minimum: int | None) -> None:
+    value = getattr(c, name)
+    if not _is_int(value):
+        raise GenerationError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise GenerationError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_optional_int(c: GenerationConfig, name: str, minimum: int | None) -> None:
+    if getattr(c, name) is not None:
+        _check_int(c, name, minimum)
+
+
+def _check_float(c: GenerationConfig, name: str, ok: Any, expected: str) -> None:
+    value = getattr(c, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GenerationError(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or not ok(value):
+        raise GenerationError(f"{name} must be {expected}, got {value!r}")
+
+
+def _check_token_ids(eos: Any) -> None:
+    ids = [eos] if _is_int(eos) else eos
+    if ids is None:
+        return
+    if not isinstance(ids, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in ids):
+        raise GenerationError(f"eos_token_id must be a non-negative integer or a list of them, got {eos!r}")
+
+
+def _check_stop_strings(stops: Any) -> None:
+    items = [stops] if isinstance(stops, str) else stops
+    if items is None:
+        return
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s for s in items):
+        raise GenerationError(f"stop_strings must be a non-empty string or a list of them, got {stops!r}")
+
+
+def _check_beam_counts(c: GenerationConfig) -> None:
+    if c.num_beams == 1 and not c.do_sample and c.num_return_sequences > 1:
+        raise GenerationError(
+            f"num_return_sequences={c.num_return_sequences} needs sampling (do_sample=True) or beam search "
+            "(num_beams > 1): greedy decoding returns one sequence per prompt"
+        )
+    if c.num_beams > 1 and c.num_return_sequences > c.num_beams:
+        raise GenerationError(
+            f"num_return_sequences={c.num_return_sequences} must be <= num_beams={c.num_beams} for beam search"
+        )

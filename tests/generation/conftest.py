@@ -1,0 +1,142 @@
+"""Fixtures for generation tests: tiny random transformers models and gptkit twins with equal weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptkit import GPT4Config, GPT4LMHeadModel
+
+VOCAB = 96
+INIT_STD = 0.35  # wide logits: random-model argmax/beam choices are far from float ties
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def llama_state(sd: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
+    """transformers Llama names -> gptkit names (fused qkv and gate_up)."""
+    st = {
+        "embed.weight": sd["model.embed_tokens.weight"],
+        "norm.weight": sd["model.norm.weight"],
+        "lm_head.weight": sd["lm_head.weight"],
+    }
+    for i in range(n_layer):
+        p, q = f"model.layers.{i}.", f"blocks.{i}."
+        st[q + "attn_norm.weight"] = sd[p + "input_layernorm.weight"]
+        st[q + "mlp_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
+        st[q + "attn.qkv.weight"] = torch.cat([sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
+        st[q + "attn.proj.weight"] = sd[p + "self_attn.o_proj.weight"]
+        st[q + "mlp.gate_up.weight"] = torch.cat(
+            [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
+        )
+        st[q + "mlp.down.weight"] = sd[p + "mlp.down_proj.weight"]
+    return st
+
+
+def gpt2_state(sd: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
+    """transformers GPT-2 names -> gptkit names (Conv1D weights are (in, out): transpose them)."""
+    st = {
+        "embed.weight": sd["transformer.wte.weight"],
+        "pos_embed.weight": sd["transformer.wpe.weight"],
+        "norm.weight": sd["transformer.ln_f.weight"],
+        "norm.bias": sd["transformer.ln_f.bias"],
+    }
+    pairs = {"ln_1": "attn_norm", "ln_2": "mlp_norm"}
+    conv = {
+        "attn.c_attn": "attn.qkv",
+        "attn.c_proj": "attn.proj",
+        "mlp.c_fc": "mlp.up",
+        "mlp.c_proj": "mlp.down",
+    }
+    for i in range(n_layer):
+        p, q = f"transformer.h.{i}.", f"blocks.{i}."
+        for hf, ours in pairs.items():
+            st[q + ours + ".weight"], st[q + ours + ".bias"] = sd[p + hf + ".weight"], sd[p + hf + ".bias"]
+        for hf, ours in conv.items():
+            st[q + ours + ".weight"] = sd[p + hf + ".weight"].t().contiguous()
+            st[q + ours + ".bias"] = sd[p + hf + ".bias"]
+    return st
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Wide random weights so logits are well separated."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name:
+                continue
+            p.copy_(torch.randn(p.shape, generator=g) * INIT_STD)
+
+
+@pytest.fixture(scope="session")
+def llama_pair():
+    """(transformers LlamaForCausalLM, GPT4LMHeadModel) with identical weights (GQA: 4 heads, 2 kv heads)."""
+    import transformers
+
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=False,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )  # fmt: skip
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    _randomize(hf, 0)
+    cfg = GPT4Config(
+        vocab_size=VOCAB, n_embd=64, intermediate_size=128, n_layer=2, n_head=4, n_kv_head=2, context_length=64,
+        positions="rope", norm="rmsnorm", norm_eps=hf_cfg.rms_norm_eps, mlp="swiglu", bias=False,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    ours = GPT4LMHeadModel.from_state_dict(cfg, llama_state(hf.state_dict(), 2))
+    return hf, ours
+
+
+@pytest.fixture(scope="session")
+def gpt2_pair():
+    """(transformers GPT2LMHeadModel, GPT4LMHeadModel) with identical weights."""
+    import transformers
+
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=None, eos_token_id=None
+    )
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    _randomize(hf, 1)
+    cfg = GPT4Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, context_length=64, norm_eps=1e-5)
+    ours = GPT4LMHeadModel.from_state_dict(cfg, gpt2_state(hf.state_dict(), 2))
+    return hf, ours
+
+
+@pytest.fixture(scope="session", params=["llama", "gpt2"])
+def model_pair(request, llama_pair, gpt2_pair):
+    """Both families, one at a time."""
+    return llama_pair if request.param == "llama" else gpt2_pair
+
+
+@pytest.fixture(scope="session")
+def byte_tokenizer():
+    """A tiny byte-level BPE tokenizer (tokenizers library): 256 byte tokens plus a few merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def byte_model(byte_tokenizer):
+    """A random gptkit model over the byte tokenizer's vocabulary."""
+    torch.manual_seed(0)
+    cfg = GPT4Config(
+        vocab_size=byte_tokenizer.get_vocab_size(), n_layer=1, n_head=2, n_embd=32, context_length=128
+    )
+    model = GPT4LMHeadModel(cfg).eval()
+    _randomize(model, 2)
+    return model
