@@ -20,49 +20,10 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def llama_state(sd: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
-    """transformers Llama names -> gptkit names (fused qkv and gate_up)."""
-    st = {
-        "embed.weight": sd["model.embed_tokens.weight"],
-        "norm.weight": sd["model.norm.weight"],
-        "lm_head.weight": sd["lm_head.weight"],
-    }
-    for i in range(n_layer):
-        p, q = f"model.layers.{i}.", f"blocks.{i}."
-        st[q + "attn_norm.weight"] = sd[p + "input_layernorm.weight"]
-        st[q + "mlp_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
-        st[q + "attn.qkv.weight"] = torch.cat([sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv"])
-        st[q + "attn.proj.weight"] = sd[p + "self_attn.o_proj.weight"]
-        st[q + "mlp.gate_up.weight"] = torch.cat(
-            [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
-        )
-        st[q + "mlp.down.weight"] = sd[p + "mlp.down_proj.weight"]
-    return st
-
-
-def gpt2_state(sd: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
-    """transformers GPT-2 names -> gptkit names (Conv1D weights are (in, out): transpose them)."""
-    st = {
-        "embed.weight": sd["transformer.wte.weight"],
-        "pos_embed.weight": sd["transformer.wpe.weight"],
-        "norm.weight": sd["transformer.ln_f.weight"],
-        "norm.bias": sd["transformer.ln_f.bias"],
-    }
-    pairs = {"ln_1": "attn_norm", "ln_2": "mlp_norm"}
-    conv = {
-        "attn.c_attn": "attn.qkv",
-        "attn.c_proj": "attn.proj",
-        "mlp.c_fc": "mlp.up",
-        "mlp.c_proj": "mlp.down",
-    }
-    for i in range(n_layer):
-        p, q = f"transformer.h.{i}.", f"blocks.{i}."
-        for hf, ours in pairs.items():
-            st[q + ours + ".weight"], st[q + ours + ".bias"] = sd[p + hf + ".weight"], sd[p + hf + ".bias"]
-        for hf, ours in conv.items():
-            st[q + ours + ".weight"] = sd[p + hf + ".weight"].t().contiguous()
-            st[q + ours + ".bias"] = sd[p + hf + ".bias"]
-    return st
+def gptkit_twin(hf: torch.nn.Module, tmp_dir) -> GPT4LMHeadModel:
+    """Load a transformers model's saved files with gptkit's production loader (same weights)."""
+    hf.save_pretrained(tmp_dir, safe_serialization=True)
+    return GPT4LMHeadModel.from_pretrained(tmp_dir)
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
@@ -76,7 +37,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def llama_pair():
+def llama_pair(tmp_path_factory):
     """(transformers LlamaForCausalLM, GPT4LMHeadModel) with identical weights (GQA: 4 heads, 2 kv heads)."""
     import transformers
 
@@ -87,17 +48,12 @@ def llama_pair():
     )  # fmt: skip
     hf = transformers.LlamaForCausalLM(hf_cfg).eval()
     _randomize(hf, 0)
-    cfg = GPT4Config(
-        vocab_size=VOCAB, n_embd=64, intermediate_size=128, n_layer=2, n_head=4, n_kv_head=2, context_length=64,
-        positions="rope", norm="rmsnorm", norm_eps=hf_cfg.rms_norm_eps, mlp="swiglu", bias=False,
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    ours = GPT4LMHeadModel.from_state_dict(cfg, llama_state(hf.state_dict(), 2))
+    ours = gptkit_twin(hf, tmp_path_factory.mktemp("llama"))
     return hf, ours
 
 
 @pytest.fixture(scope="session")
-def gpt2_pair():
+def gpt2_pair(tmp_path_factory):
     """(transformers GPT2LMHeadModel, GPT4LMHeadModel) with identical weights."""
     import transformers
 
@@ -106,8 +62,7 @@ def gpt2_pair():
     )
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
     _randomize(hf, 1)
-    cfg = GPT4Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, context_length=64, norm_eps=1e-5)
-    ours = GPT4LMHeadModel.from_state_dict(cfg, gpt2_state(hf.state_dict(), 2))
+    ours = gptkit_twin(hf, tmp_path_factory.mktemp("gpt2"))
     return hf, ours
 
 
