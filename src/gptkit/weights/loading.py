@@ -43,3 +43,39 @@ def load_pretrained(
         model = model.to(device)
     model.source = source
     return model
+
+
+def load_config(name_or_path: str | Path):
+    """The GPT4Config of a model without reading its weights: (config, source)."""
+    source = resolve(name_or_path)
+    if source.kind is SourceKind.GGUF:
+        from gptkit.weights.gguf_config import config_from_gguf
+        from gptkit.weights.gguf_file import read_header
+
+        header = read_header(source.path)
+        return config_from_gguf(header.metadata, {t.name for t in header.tensors}), source
+    from gptkit.weights.safetensors_io import read_hf_config
+
+    return read_hf_config(source.path), source
+
+
+def describe(name_or_path: str | Path) -> dict[str, str]:
+    """A human summary of a model: family, size, quantization, context, tokenizer, file."""
+    from gptkit.weights.hf_config import family_for
+
+    config, source = load_config(name_or_path)
+    extra = config.extra
+    family = extra.get("gguf_architecture") or extra.get("hf_model_type") or family_for(config)
+    attention = f"{config.n_head} heads, {config.kv_heads} kv heads, head_dim {config.dim_per_head}"
+    return {
+        "name": source.name,
+        "family": f"{family} ({config.positions.value} positions, {config.norm.value}, {config.mlp.value})",
+        "parameters": f"{config.num_parameters() / 1e6:.1f}M",
+        "layers": f"{config.n_layer} x width {config.n_embd}, {attention}",
+        "quantization": str(extra.get("quantization") or extra.get("hf_dtype") or "float32"),
+        "context length": str(config.context_length),
+        "vocabulary": str(config.vocab_size),
+        "tokenizer": "embedded GGUF vocabulary" if source.kind is SourceKind.GGUF else "tokenizer.json",
+        "format": source.kind.value,
+        "path": str(source.path),
+    }
