@@ -1,0 +1,422 @@
+"""Load GGUF weights: validate the tensor table, dequantize (vectorised torch), rename to gptkit's names.
+
+GGUF tensors map to ours through one declarative table (``BLOCK_RULES`` / ``GLOBAL_RULES``): each of our
+parameters is the row-wise concatenation of one or more GGUF tensors, after a per-tensor transform (the
+Q/K un-permute of llama.cpp's converter). The quantized blocks stay reachable through
+:func:`iter_gguf_tensors` for an engine that computes on them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from gptkit.config import GPT4Config
+from gptkit.errors import UnsupportedTensorTypeError, WeightsError
+from gptkit.weights.gguf_config import PERMUTED_QK_ARCHITECTURES, config_from_gguf
+from gptkit.weights.gguf_file import GGUFHeader, TensorInfo, read_header
+
+Q = GGMLQuantizationType
+QK_K = 256  # elements per K-quant super-block
+NOT_WEIGHTS = frozenset({Q.I8, Q.I16, Q.I32, Q.I64, Q.F64})  # integer/f64 tensors never hold weights
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One stored tensor: its ggml type, logical shape and raw (possibly quantized) bytes."""
+
+    name: str
+    ggml_type: GGMLQuantizationType
+    shape: tuple[int, ...]  # row-major element shape, e.g. (out_features, in_features)
+    # (n_bytes,) uint8: a copy-on-write view of the file, valid while the file is unchanged
+    data: torch.Tensor
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 values, shaped ``self.shape``."""
+        return dequantize(self.data, self.ggml_type, self.shape)
+
+
+# ---- the tensor table --------------------------------------------------------------------------------
+def _tensor_type(info: TensorInfo) -> GGMLQuantizationType:
+    """The ggml type of a tensor, refusing unknown ids and non-weight types."""
+    try:
+        qtype = Q(info.type_id)
+    except ValueError:
+        raise UnsupportedTensorTypeError(
+            f"tensor {info.name!r} has unknown ggml type id {info.type_id}; gptkit reads "
+            f"{', '.join(t.name for t in TORCH_DEQUANTIZERS)} and the other types the gguf package dequantizes"
+        ) from None
+    if qtype in NOT_WEIGHTS:
+        raise UnsupportedTensorTypeError(
+            f"tensor {info.name!r} has type {qtype.name}, which holds no weights"
+        )
+    return qtype
+
+
+def _byte_count(info: TensorInfo, qtype: GGMLQuantizationType) -> int:
+    """Bytes of a tensor's data; rows must be whole quantization blocks."""
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    if info.dims[0] % block_size:
+        raise WeightsError(
+            f"tensor {info.name!r} ({qtype.name}) has rows of {info.dims[0]} values, "
+            f"not a multiple of the block size {block_size}"
+        )
+    return math.prod(info.dims) // block_size * type_size  # Python ints: no overflow on corrupt dims
+
+
+def _checked_table(header: GGUFHeader) -> list[tuple[TensorInfo, GGMLQuantizationType, int]]:
+    """(info, type, n_bytes) per tensor, after refusing duplicates, bad types and data outside the file."""
+    seen: set[str] = set()
+    table = []
+    for info in header.tensors:
+        if info.name in seen:
+            raise WeightsError(f"{header.path}: duplicate tensor name {info.name!r}")
+        seen.add(info.name)
+        qtype = _tensor_type(info)
+        n_bytes = _byte_count(info, qtype)
+        if info.offset % header.alignment:
+            raise WeightsError(
+                f"tensor {info.name!r} data offset {info.offset} is not {header.alignment}-aligned"
+            )
+        if info.offset + n_bytes > header.file_size:
+            raise WeightsError(
+                f"{header.path} is truncated: tensor {info.name!r} needs bytes {info.offset}..{info.offset + n_bytes}"
+                f" but the file has {header.file_size} bytes"
+            )
+        table.append((info, qtype, n_bytes))
+    return table
+
+
+def _map_file(path: Path) -> mmap.mmap:
+    """A private copy-on-write map of the file (writable, so torch.frombuffer shares it without copying)."""
+    with open(path, "rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def iter_gguf_tensors(path: str | Path, header: GGUFHeader | None = None) -> Iterator[GGUFTensor]:
+    """Every tensor of a GGUF file as raw bytes (nothing dequantized), after validating the whole table."""
+    header = header or read_header(path)
+    table = _checked_table(header)
+    if not table:
+        return
+    buffer = _map_file(header.path)
+    if len(buffer) < header.file_size:
+        raise WeightsError(f"{header.path} shrank while it was being read")
+    for info, qtype, n_bytes in table:
+        yield GGUFTensor(info.name, qtype, info.shape, _file_bytes(buffer, info.offset, n_bytes))
+
+
+def _file_bytes(buffer: mmap.mmap, offset: int, n_bytes: int) -> torch.Tensor:
+    """Bytes [offset, offset + n_bytes) of the mapped file as a uint8 tensor sharing its memory."""
+    if n_bytes == 0:  # torch.frombuffer refuses empty ranges
+        return torch.empty(0, dtype=torch.uint8)
+    return torch.frombuffer(buffer, dtype=torch.uint8, count=n_bytes, offset=offset)
+
+
+# ---- dequantization ----------------------------------------------------------------------------------
+# Each function maps blocks (n_blocks, type_size) uint8 -> (n_blocks, block_size) float32, bit-exact with
+# gguf.quants (same operations in the same order; gguf's numpy code is the reference in the tests).
+
+
+def _half(blocks: torch.Tensor, start: int) -> torch.Tensor:
+    """The fp16 field at byte ``start`` of every block, as float32: (n_blocks, 1)."""
+    return blocks[:, start : start + 2].contiguous().view(torch.float16).float()
+
+
+def _bit_fields(
+    x: torch.Tensor, group: int, shifts: tuple[int, ...], mask: int, dtype: torch.dtype = torch.uint8
+) -> torch.Tensor:
+    """Per ``group``-byte chunk of x (n, k): the fields at shifts[0] of all its bytes, then shifts[1], ...
+
+    Returns (n, k * len(shifts)) of ``dtype``, written in place (no intermediate full-size tensors).
+    """
+    n = x.shape[0]
+    chunks = x.reshape(n, -1, group)  # (n, c, group)
+    out = torch.empty(n, chunks.shape[1], len(shifts), group, dtype=dtype)
+    for i, shift in enumerate(shifts):
+        out[:, :, i] = (chunks >> shift) & mask if shift else chunks & mask
+    return out.reshape(n, -1)
+
+
+def _bits_le(x: torch.Tensor) -> torch.Tensor:
+    """The bits of little-endian words x (n, k bytes), lowest first: (n, 8k) of 0/1."""
+    shift = torch.arange(8, dtype=torch.uint8)
+    return ((x.unsqueeze(-1) >> shift) & 1).reshape(x.shape[0], -1)
+
+
+def _q8_0(b: torch.Tensor) -> torch.Tensor:
+    return b[:, 2:].view(torch.int8).float().mul_(_half(b, 0))
+
+
+def _q4_0(b: torch.Tensor) -> torch.Tensor:
+    q = _bit_fields(b[:, 2:], 16, (0, 4), 0x0F, torch.float32)  # (n, 32) in 0..15
+    return q.sub_(8).mul_(_half(b, 0))
+
+
+def _q4_1(b: torch.Tensor) -> torch.Tensor:
+    q = _bit_fields(b[:, 4:], 16, (0, 4), 0x0F, torch.float32)  # (n, 32) in 0..15
+    return q.mul_(_half(b, 0)).add_(_half(b, 2))
+
+
+def _q5_0(b: torch.Tensor) -> torch.Tensor:
+    q = _bit_fields(b[:, 6:], 16, (0, 4), 0x0F) | (_bits_le(b[:, 2:6]) << 4)  # (n, 32) in 0..31
+    return q.float().sub_(16).mul_(_half(b, 0))
+
+
+def _q5_1(b: torch.Tensor) -> torch.Tensor:
+    q = _bit_fields(b[:, 8:], 16, (0, 4), 0x0F) | (_bits_le(b[:, 4:8]) << 4)  # (n, 32) in 0..31
+    return q.float().mul_(_half(b, 0)).add_(_half(b, 2))
+
+
+def _q2_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    scales, qs = b[:, :16], b[:, 16:80]
+    dl = (_half(b, 80) * (scales & 0x0F).float()).reshape(n, 16, 1)
+    ml = (_half(b, 82) * (scales >> 4).float()).reshape(n, 16, 1)
+    q = _bit_fields(qs, 32, (0, 2, 4, 6), 0x03, torch.float32).reshape(n, 16, 16)
+    return q.mul_(dl).sub_(ml).reshape(n, QK_K)
+
+
+def _q3_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    hmask, qs, packed = b[:, :32], b[:, 32:96], b[:, 96:108]
+    low = _bit_fields(packed[:, :8], 8, (0, 4), 0x0F)  # (n, 16)
+    high = _bit_fields(packed[:, 8:], 4, (0, 2, 4, 6), 0x03)  # (n, 16)
+    dl = (_half(b, 108) * (low | (high << 4)).float().sub_(32)).reshape(n, 16, 1)
+    ql = _bit_fields(qs, 32, (0, 2, 4, 6), 0x03).reshape(n, 16, 16)
+    qh = _bit_fields(hmask, 32, tuple(range(8)), 0x01).reshape(n, 16, 16) ^ 1  # offset applies when bit is 0
+    q = ql.float().sub_((qh << 2).float())
+    return q.mul_(dl).reshape(n, QK_K)
+
+
+def _k_scale_min(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eight 6-bit scales and mins packed into 12 bytes (Q4_K, Q5_K): 2 x (n, 8) uint8."""
+    n = packed.shape[0]
+    d, m, m_d = packed.reshape(n, 3, 4).unbind(1)
+    scale = torch.cat([d & 0x3F, (m_d & 0x0F) | ((d >> 2) & 0x30)], dim=-1)
+    minimum = torch.cat([m & 0x3F, (m_d >> 4) | ((m >> 2) & 0x30)], dim=-1)
+    return scale, minimum
+
+
+def _k_scaled(b: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Q4_K/Q5_K: (d * scale) * q - dmin * min per 32-value sub-block; q (n, 8, 32) float, overwritten."""
+    n = b.shape[0]
+    scale, minimum = _k_scale_min(b[:, 4:16])
+    d = (_half(b, 0) * scale.float()).reshape(n, 8, 1)
+    dm = (_half(b, 2) * minimum.float()).reshape(n, 8, 1)
+    return q.mul_(d).sub_(dm).reshape(n, QK_K)
+
+
+def _q4_k(b: torch.Tensor) -> torch.Tensor:
+    return _k_scaled(b, _bit_fields(b[:, 16:], 32, (0, 4), 0x0F, torch.float32).reshape(-1, 8, 32))
+
+
+def _q5_k(b: torch.Tensor) -> torch.Tensor:
+    low = _bit_fields(b[:, 48:], 32, (0, 4), 0x0F)
+    high = _bit_fields(b[:, 16:48], 32, tuple(range(8)), 0x01)
+    return _k_scaled(b, (low | (high << 4)).reshape(-1, 8, 32).float())
+
+
+def _q6_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    ql, qh, scales = b[:, :128], b[:, 128:192], b[:, 192:208]
+    d = (_half(b, 208) * scales.view(torch.int8).float()).reshape(n, 16, 1)
+    low = _bit_fields(ql, 64, (0, 4), 0x0F)
+    high = _bit_fields(qh, 32, (0, 2, 4, 6), 0x03)
+    q = (low | (high << 4)).float().sub_(32).reshape(n, 16, 16)
+    return q.mul_(d).reshape(n, QK_K)
+
+
+def _f32(b: torch.Tensor) -> torch.Tensor:
+    return b.view(torch.float32).clone()  # copy: never hand out memory of the mapped file
+
+
+def _f16(b: torch.Tensor) -> torch.Tensor:
+    return b.view(torch.float16).float()
+
+
+def _bf16(b: torch.Tensor) -> torch.Tensor:
+    return (b.view(torch.int16).to(torch.int32) << 16).view(torch.float32)
+
+
+TORCH_DEQUANTIZERS: dict[GGMLQuantizationType, Callable[[torch.Tensor], torch.Tensor]] = {
+    Q.F32: _f32, Q.F16: _f16, Q.BF16: _bf16, Q.Q8_0: _q8_0, Q.Q4_0: _q4_0, Q.Q4_1: _q4_1, Q.Q5_0: _q5_0,
+    Q.Q5_1: _q5_1, Q.Q2_K: _q2_k, Q.Q3_K: _q3_k, Q.Q4_K: _q4_k, Q.Q5_K: _q5_k, Q.Q6_K: _q6_k,
+}  # fmt: skip
+
+
+def dequantize(data: torch.Tensor, ggml_type: GGMLQuantizationType, shape: tuple[int, ...]) -> torch.Tensor:
+    """Raw bytes (n_bytes,) uint8 of ``ggml_type`` -> float32 tensor of ``shape`` (torch; gguf as fallback)."""
+    block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+    fast = TORCH_DEQUANTIZERS.get(ggml_type)
+    if fast is not None:
+        blocks = data.view(-1, type_size) if block_size > 1 else data
+        return fast(blocks).reshape(shape)
+    return _reference_dequantize(data, ggml_type, shape)
+
+
+def _reference_dequantize(data: torch.Tensor, ggml_type: GGMLQuantizationType, shape) -> torch.Tensor:
+    """The ``gguf`` package's numpy dequantization, for the types without a torch kernel."""
+    import gguf
+
+    try:
+        values = gguf.quants.dequantize(data.numpy().reshape(-1, GGML_QUANT_SIZES[ggml_type][1]), ggml_type)
+    except NotImplementedError:
+        raise UnsupportedTensorTypeError(f"ggml type {ggml_type.name} cannot be dequantized") from None
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+
+
+# ---- GGUF names -> gptkit names ----------------------------------------------------------------------
+# Each of our parameters = row-wise concatenation of the GGUF tensors listed (first alternative present).
+BLOCK_RULES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "attn_norm.{p}": (("attn_norm.{p}",),),
+    "attn.qkv.{p}": (("attn_qkv.{p}",), ("attn_q.{p}", "attn_k.{p}", "attn_v.{p}")),
+    "attn.proj.{p}": (("attn_output.{p}",),),
+    "mlp_norm.{p}": (("ffn_norm.{p}",),),
+    "mlp.gate_up.{p}": (("ffn_gate.{p}", "ffn_up.{p}"),),
+    "mlp.up.{p}": (("ffn_up.{p}",),),
+    "mlp.down.{p}": (("ffn_down.{p}",),),
+}
+GLOBAL_RULES: dict[str, str] = {
+    "embed.weight": "token_embd.weight",
+    "pos_embed.weight": "position_embd.weight",
+    "norm.{p}": "output_norm.{p}",
+    "lm_head.weight": "output.weight",
+}
+_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias)")
+
+
+def gguf_sources(name: str, available: set[str] | dict) -> tuple[str, ...]:
+    """The GGUF tensor names that make up our parameter ``name`` (e.g. blk.3.attn_q/k/v.weight)."""
+    match = _BLOCK_NAME.fullmatch(name)
+    if match:
+        layer, module, kind = match.groups()
+        alternatives = BLOCK_RULES.get(f"{module}.{{p}}")
+        if alternatives is None:
+            raise WeightsError(f"no GGUF mapping for parameter {name!r}")
+        candidates = [tuple(f"blk.{layer}.{s.format(p=kind)}" for s in alt) for alt in alternatives]
+        return next((c for c in candidates if all(s in available for s in c)), candidates[-1])
+    module, _, kind = name.rpartition(".")
+    source = GLOBAL_RULES.get(name) or GLOBAL_RULES.get(f"{module}.{{p}}")
+    if source is None:
+        raise WeightsError(f"no GGUF mapping for parameter {name!r}")
+    return (source.format(p=kind),)
+
+
+def expected_parameters(config: GPT4Config) -> dict[str, tuple[int, ...]]:
+    """Our parameter names and shapes for ``config`` (from a meta-device model: no memory, no init)."""
+    from gptkit.model.decoder import GPT4LMHeadModel
+
+    with torch.device("meta"):
+        model = GPT4LMHeadModel(config)
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K permute (interleaved RoPE pairs -> HF's rotate-half halves); rows = heads*head_dim."""
+    head_dim = w.shape[0] // n_head
+    return w.reshape(n_head, head_dim // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def _row_transforms(arch: str, config: GPT4Config) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Per GGUF tensor kind (``attn_q``), the transform from stored rows to ours."""
+    if arch not in PERMUTED_QK_ARCHITECTURES:
+        return {}
+    return {
+        "attn_q": lambda w: unpermute_rows(w, config.n_head),
+        "attn_k": lambda w: unpermute_rows(w, config.kv_heads),
+    }
+
+
+def _source_shapes(config: GPT4Config) -> dict[str, tuple[int, ...]]:
+    """The shape the config implies for every GGUF weight kind (a bias has the weight's first dim)."""
+    d, hd, f = config.n_embd, config.dim_per_head, config.ffn_dim
+    q, kv = config.n_head * hd, config.kv_heads * hd
+    return {
+        "token_embd": (config.vocab_size, d), "position_embd": (config.context_length, d),
+        "output": (config.vocab_size, d), "output_norm": (d,), "attn_norm": (d,), "ffn_norm": (d,),
+        "attn_q": (q, d), "attn_k": (kv, d), "attn_v": (kv, d), "attn_qkv": (q + 2 * kv, d),
+        "attn_output": (d, q), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f),
+    }  # fmt: skip
+
+
+def _kind(gguf_name: str) -> tuple[str, str]:
+    """``blk.3.attn_q.weight`` -> (``attn_q``, ``weight``)."""
+    parts = gguf_name.split(".")
+    return parts[-2], parts[-1]
+
+
+def _check_shape(tensor: GGUFTensor, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a GGUF tensor whose shape disagrees with the metadata."""
+    kind, suffix = _kind(tensor.name)
+    expected = shapes[kind] if suffix == "weight" else shapes[kind][:1]
+    if tensor.shape != expected:
+        raise WeightsError(
+            f"tensor {tensor.name!r} has shape {tensor.shape} (GGUF dims {tuple(reversed(tensor.shape))}), "
+            f"but the metadata implies {expected}"
+        )
+
+
+def _check_block_count(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> None:
+    """block_count must match the ``blk.N`` tensors (checked before a model of that depth is built)."""
+    blocks = {name.split(".")[1] for name in tensors if name.startswith("blk.")}
+    in_range = all(b.isdigit() and int(b) < config.n_layer for b in blocks)
+    if len(blocks) != config.n_layer or not in_range:  # no set of range(n_layer): n_layer may be huge
+        raise WeightsError(
+            f"block_count={config.n_layer} but the file has tensors for {len(blocks)} blocks "
+            f"({', '.join(sorted(blocks, key=lambda b: (len(b), b))[:5])}{'...' if len(blocks) > 5 else ''})"
+        )
+
+
+def _plan(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> dict[str, tuple[GGUFTensor, ...]]:
+    """Our name -> the GGUF tensors it is made of; refuses missing, unknown and mis-shaped tensors."""
+    _check_block_count(config, tensors)
+    plan = {name: gguf_sources(name, tensors) for name in expected_parameters(config)}
+    missing = sorted(
+        f"{s} (for {name})" for name, sources in plan.items() for s in sources if s not in tensors
+    )
+    if missing:
+        raise WeightsError(f"GGUF file lacks tensors the config needs: {', '.join(missing[:5])}")
+    used = {s for sources in plan.values() for s in sources}
+    unknown = sorted(set(tensors) - used)
+    if unknown:
+        raise WeightsError(
+            f"GGUF file has tensors gptkit does not know for this config: {', '.join(unknown[:5])}"
+        )
+    shapes = _source_shapes(config)
+    for tensor in tensors.values():
+        _check_shape(tensor, shapes)
+    return {name: tuple(tensors[s] for s in sources) for name, sources in plan.items()}
+
+
+def _build(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> torch.Tensor:
+    """Dequantize, transform and concatenate the GGUF tensors of one parameter."""
+    parts = []
+    for tensor in sources:
+        values = tensor.dequantize()
+        transform = transforms.get(_kind(tensor.name)[0])
+        parts.append(transform(values) if transform else values)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def load_gguf_state(path: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:
+    """(config, state dict in our names, float32) for a GGUF file; every tensor is checked first."""
+    header = read_header(path)
+    tensors = {t.name: t for t in iter_gguf_tensors(path, header)}
+    metadata = dict(header.metadata)
+    arch = metadata.get("general.architecture")
+    if f"{arch}.vocab_size" not in metadata and "token_embd.weight" in tensors:
+        metadata[f"{arch}.vocab_size"] = tensors["token_embd.weight"].shape[0]  # the table is the truth
+    config = config_from_gguf(metadata, tensor_names=set(tensors))
+    plan = _plan(config, tensors)
+    transforms = _row_transforms(arch, config)
+    # Serial on purpose: torch's intra-op threads already use every core; a thread pool measured slower.
+    return config, {name: _build(sources, transforms) for name, sources in plan.items()}
