@@ -50,9 +50,9 @@ class GPT4LMHeadModel(nn.Module):
     def __init__(self, config: GPT4Config) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.embed = _embedding(config.vocab_size, config.n_embd)
         if config.positions is Positions.LEARNED:
-            self.pos_embed = nn.Embedding(config.context_length, config.n_embd)
+            self.pos_embed = _embedding(config.context_length, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = make_norm(config)
@@ -226,6 +226,12 @@ class GPT4LMHeadModel(nn.Module):
         from gptkit.generation import generate
 
         return generate(self, input_ids, **kwargs)
+
+
+def _embedding(n: int, dim: int) -> nn.Embedding:
+    """An uninitialised embedding table (``_init_weights`` or loaded weights fill it; skipping
+    nn.Embedding's own init also avoids a slow torch._dynamo import on the meta device)."""
+    return nn.Embedding(n, dim, _weight=torch.empty(n, dim))
 
 
 def _causal_mask(token_mask: torch.Tensor, positions: torch.Tensor, window: int | None) -> torch.Tensor:
