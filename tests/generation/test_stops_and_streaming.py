@@ -9,6 +9,7 @@ import torch
 
 from gptkit.errors import GenerationError
 from gptkit.generation import TextIteratorStreamer, TextStreamer, generate, stream_generate, truncate_at_stop
+from gptkit.tokenizer.backend import bytes_to_unicode
 
 PROMPT = torch.tensor([[3, 50, 120, 7]])
 
@@ -53,24 +54,10 @@ def test_truncate_at_stop():
 
 def byte_token_ids(tokenizer, text: str) -> list[int]:
     """One token per UTF-8 byte (ByteLevel alphabet), so multi-byte characters split across tokens."""
-    table = _bytes_to_unicode()
+    table = bytes_to_unicode()
     ids = [tokenizer.token_to_id(table[b]) for b in text.encode()]
     assert None not in ids
     return ids
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def test_iterator_streamer_holds_back_incomplete_characters(byte_tokenizer):
