@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -10,6 +11,12 @@ from gptkit.errors import GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog"
+# Modules that add subcommands: each defines `register(subparsers)`. A module not written yet is skipped.
+COMMAND_MODULES = (
+    "gptkit.train.commands",  # data prepare, tokenizer train, train, finetune
+    "gptkit.tasks.commands",  # task
+    "gptkit.eval.commands",  # eval, cost, data scrub
+)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -107,7 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
     )
     p.set_defaults(func=cmd_info)
+    for name in COMMAND_MODULES:
+        module = _optional_module(name)
+        if module is not None:
+            module.register(sub)
     return parser
+
+
+def _optional_module(name: str):
+    """Import a subcommand module, or None when that module does not exist (yet)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
