@@ -16,6 +16,7 @@ def model():
     return GPT4LMHeadModel(config).eval()
 
 
+@torch.inference_mode()
 def direct(model, context, continuation):
     ids = torch.tensor([context + continuation])
     logprobs = torch.log_softmax(model(ids).logits[0], dim=-1)
