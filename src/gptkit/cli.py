@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "gptkit.train.commands",  # data prepare, tokenizer train, train, finetune
     "gptkit.tasks.commands",  # task
     "gptkit.eval.commands",  # eval, cost, data scrub
+    "gptkit.data.commands",
 )
 
 

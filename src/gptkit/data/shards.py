@@ -39,9 +39,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     raise DataError(f"vocab_size {vocab_size} does not fit uint32 token ids")
 
 
-def write_meta(directory: Path, meta: dict[str, Any]) -> None:
-    """Write meta.json (format and version filled in)."""
-    (directory / "meta.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, **meta}, indent=2))
+def write_meta(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write meta.json (format and version filled in); return what was written."""
+    meta = {"format": FORMAT, "version": VERSION, **meta}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
 
 
 @dataclass

@@ -13,6 +13,8 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer
 
 from gptkit.errors import TokenizerError
+from gptkit.tokenizer.backend import Backend
+from gptkit.tokenizer.char import CharBackend, is_char_level
 from gptkit.tokenizer.hf_backend import TokenizersBackend, load_tokenizer_json
 from gptkit.tokenizer.settings import SPECIAL_ROLES, TokenizerSettings
 
@@ -51,7 +53,7 @@ def _chat_template(directory: Path, config: dict[str, Any]) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def _special_from_ids(directory: Path, backend: TokenizersBackend) -> dict[str, str]:
+def _special_from_ids(directory: Path, backend: Backend) -> dict[str, str]:
     """Special tokens named only by id in generation_config.json / config.json (first id of a list)."""
     found: dict[str, str] = {}
     for name in ("generation_config.json", "config.json"):
@@ -74,7 +76,7 @@ def _add_missing_special_tokens(tokenizer: Tokenizer, special: dict[str, str | N
     )
 
 
-def load_hf_dir(directory: Path) -> tuple[TokenizersBackend, TokenizerSettings]:
+def load_hf_dir(directory: Path) -> tuple[Backend, TokenizerSettings]:
     """The backend and settings of an HF directory holding tokenizer.json (+ tokenizer_config.json)."""
     path = directory / "tokenizer.json"
     if not path.is_file():
@@ -86,7 +88,9 @@ def load_hf_dir(directory: Path) -> tuple[TokenizersBackend, TokenizerSettings]:
     special_map = _read_json(directory / "special_tokens_map.json")
     special = {role: _token_text(config.get(role, special_map.get(role))) for role in SPECIAL_ROLES}
     _add_missing_special_tokens(tokenizer, special)
-    backend = TokenizersBackend(tokenizer)
+    backend = (
+        CharBackend.from_tokenizer(tokenizer) if is_char_level(tokenizer) else TokenizersBackend(tokenizer)
+    )
     for role, token in _special_from_ids(directory, backend).items():
         special[role] = special[role] or token
     max_length = config.get("model_max_length")
