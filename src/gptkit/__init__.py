@@ -18,6 +18,7 @@ __all__ = [
     "GPT4Config",
     "GPT4LMHeadModel",
     "GPT4Tokenizer",
+    "pipeline",
     "preset",
     "GPTKitError",
     "ConfigError",
@@ -40,4 +41,8 @@ def __getattr__(name: str):
         from gptkit.tokenizer import GPT4Tokenizer
 
         return GPT4Tokenizer
+    if name == "pipeline":
+        from gptkit.tasks import pipeline
+
+        return pipeline
     raise AttributeError(f"module 'gptkit' has no attribute {name!r}")
