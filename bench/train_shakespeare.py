@@ -1,0 +1,152 @@
+"""Benchmark: gptkit's training loop vs a plain fp32 PyTorch script on character-level tinyshakespeare.
+
+The well-known CPU config of nanoGPT's shakespeare_char: 4 layers, 4 heads, 128 wide, context 64, batch 12,
+2000 iterations, lr 1e-3 cosine to 1e-4, dropout 0, no biases. Prints wall times, final val losses and the
+ratio. Run: ``.venv/bin/python bench/train_shakespeare.py [--iters 2000] [--compile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptkit.data import shards
+from gptkit.train import TrainConfig, train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, LR, MIN_LR, WARMUP = 4, 4, 128, 64, 12, 1e-3, 1e-4, 100
+
+
+def char_ids() -> tuple[np.ndarray, np.ndarray, int]:
+    """(train ids, val ids, vocab size): sorted characters, first 90% train, last 10% val."""
+    text = DATA.read_text()
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    ids = np.array([lookup[c] for c in text], dtype=np.uint16)
+    split = int(0.9 * len(ids))
+    return ids[:split], ids[split:], len(chars)
+
+
+def write_shards(directory: Path, train_ids: np.ndarray, val_ids: np.ndarray, vocab: int) -> Path:
+    train_ids.tofile(directory / "train.bin")
+    val_ids.tofile(directory / "val.bin")
+    meta = {"vocab_size": vocab, "dtype": "uint16", "tokenizer": None, "eos_token_id": None}
+    shards.write_meta(directory, {**meta, "train_tokens": len(train_ids), "val_tokens": len(val_ids),
+                                  "bytes_per_token": 1.0})  # fmt: skip
+    return directory
+
+
+def run_gptkit(data_dir: Path, out_dir: Path, iters: int, dtype: str, compile: bool) -> tuple[float, float]:
+    """(training wall seconds, final val loss) of gptkit.train.train on the config above."""
+    config = TrainConfig(
+        data_dir=str(data_dir), out_dir=str(out_dir), model="gpt-nano", batch_size=BATCH, block_size=BLOCK,
+        max_iters=iters, lr=LR, min_lr=MIN_LR, warmup_iters=WARMUP, lr_decay_iters=iters, dtype=dtype,
+        compile=compile, eval_interval=iters, eval_iters=200, log_interval=100, checkpoint_interval=0,
+        keep_last=1, progress=False, tensorboard=False,
+    )  # fmt: skip
+    result = train(config)
+    return result.wall_time, result.final_val_loss
+
+
+# ---- the plain from-scratch script ------------------------------------------------------------------
+class PlainBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(N_EMBD), nn.LayerNorm(N_EMBD)
+        self.qkv, self.proj = nn.Linear(N_EMBD, 3 * N_EMBD, bias=False), nn.Linear(N_EMBD, N_EMBD, bias=False)
+        self.up, self.down = (
+            nn.Linear(N_EMBD, 4 * N_EMBD, bias=False),
+            nn.Linear(4 * N_EMBD, N_EMBD, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)
+        q, k, v = (t.view(B, T, N_HEAD, C // N_HEAD).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.proj(y)
+        return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, N_EMBD), nn.Embedding(BLOCK, N_EMBD)
+        self.blocks = nn.Sequential(*[PlainBlock() for _ in range(N_LAYER)])
+        self.ln, self.head = nn.LayerNorm(N_EMBD), nn.Linear(N_EMBD, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        logits = self.head(self.ln(self.blocks(x)))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+def run_plain(train_ids: np.ndarray, val_ids: np.ndarray, vocab: int, iters: int) -> tuple[float, float]:
+    """(training wall seconds, final val loss) of a typical fp32 script: torch.randint batches, AdamW."""
+    torch.manual_seed(1337)
+    train_data, val_data = (
+        torch.from_numpy(train_ids.astype(np.int64)),
+        torch.from_numpy(val_ids.astype(np.int64)),
+    )
+
+    def batch(data):
+        ix = torch.randint(len(data) - BLOCK, (BATCH,))
+        x = torch.stack([data[i : i + BLOCK] for i in ix])
+        y = torch.stack([data[i + 1 : i + 1 + BLOCK] for i in ix])
+        return x, y
+
+    model = PlainGPT(vocab)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    start = time.perf_counter()
+    for it in range(iters):
+        lr = LR * (it + 1) / (WARMUP + 1) if it < WARMUP else MIN_LR + 0.5 * (LR - MIN_LR) * (
+            1 + math.cos(math.pi * (it - WARMUP) / max(1, iters - WARMUP)))  # fmt: skip
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = model(*batch(train_data))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    wall = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        val = torch.stack([model(*batch(val_data)) for _ in range(200)]).mean().item()
+    return wall, val
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=2000)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile gptkit's model")
+    parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--out-dir", default="out/train_shakespeare", help="metrics, loss.png, checkpoint")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    train_ids, val_ids, vocab = char_ids()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = write_shards(Path(tmp), train_ids, val_ids, vocab)
+        out_dir = Path(args.out_dir)
+        ours = run_gptkit(data_dir, out_dir, args.iters, args.dtype, args.compile)
+    rows = [(f"gptkit ({args.dtype}{', compiled' if args.compile else ''})", *ours)]
+    if not args.skip_plain:
+        rows.append(("plain PyTorch (fp32)", *run_plain(train_ids, val_ids, vocab, args.iters)))
+    print(f"\n{'loop':<32} {'wall s':>8} {'val loss':>9}")
+    for name, wall, val in rows:
+        print(f"{name:<32} {wall:>8.1f} {val:>9.4f}")
+    if len(rows) == 2:
+        print(f"speed-up (plain / gptkit wall time): {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"loss plot: {out_dir / 'loss.png'}")
+
+
+if __name__ == "__main__":
+    main()
