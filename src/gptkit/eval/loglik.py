@@ -6,7 +6,7 @@ The one scoring mechanism shared by classification pipelines, multiple-choice ev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,7 @@ class Loglik:
     logprob: float
     n_tokens: int
     is_greedy: bool
+    token_logprobs: tuple[float, ...] = field(default=(), repr=False, compare=False)  # one per scored token
 
 
 def fit_to_context(context: list[int], continuation: list[int], window: int) -> tuple[list[int], list[int]]:
@@ -73,5 +74,6 @@ def _score_batch(model: torch.nn.Module, pairs: list[tuple[list[int], list[int]]
         predicted = logprobs[row, first - 1 : len(context) + len(continuation) - 1]  # (n, V)
         token_lp = predicted.gather(-1, targets[:, None]).squeeze(-1)
         greedy = bool((predicted.argmax(-1) == targets).all())
-        out.append(Loglik(float(token_lp.sum()), int(targets.numel()), greedy))
+        per_token = tuple(token_lp.tolist())
+        out.append(Loglik(float(token_lp.sum()), int(targets.numel()), greedy, per_token))
     return out
