@@ -1,5 +1,6 @@
 """gptkit: a readable, fast Generative Pre-trained Transformer stack on PyTorch."""
 
+from gptkit._lazy import lazy_getattr
 from gptkit.config import GPT4Config, preset
 from gptkit.errors import (
     ConfigError,
@@ -31,18 +32,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # Imported lazily so `import gptkit` stays fast and tokenizer-only users need not load the model code.
-    if name == "GPT4LMHeadModel":
-        from gptkit.model.decoder import GPT4LMHeadModel
-
-        return GPT4LMHeadModel
-    if name == "GPT4Tokenizer":
-        from gptkit.tokenizer import GPT4Tokenizer
-
-        return GPT4Tokenizer
-    if name == "pipeline":
-        from gptkit.tasks import pipeline
-
-        return pipeline
-    raise AttributeError(f"module 'gptkit' has no attribute {name!r}")
+# Imported lazily so `import gptkit` stays fast and tokenizer-only users need not load the model code.
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "GPT4LMHeadModel": "gptkit.model.decoder",
+        "GPT4Tokenizer": "gptkit.tokenizer",
+        "pipeline": "gptkit.tasks.factory",
+    },
+)

@@ -66,11 +66,11 @@ def _add_classification(evals: argparse._SubParsersAction) -> None:
 
 
 def _add_generation(evals: argparse._SubParsersAction) -> None:
-    from gptkit.eval.generation import TASKS
+    from gptkit.eval.data import GENERATION_TASKS
 
     p = evals.add_parser("generation", help="BLEU, chrF, ROUGE, EM/F1 of generated answers")
     p.add_argument("file", metavar="FILE.jsonl")
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=GENERATION_TASKS)
     p.add_argument("--max-new-tokens", type=int, default=48, help="tokens generated per answer (default 48)")
     _common(p)
     p.set_defaults(func=_run_eval, evaluate=_generation)

@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar
 
 from gptkit.errors import GPTKitError
 
+GENERATION_TASKS = ("translation", "summarization", "question-answering", "text-generation")
+
 Item = TypeVar("Item")
 
 

@@ -15,11 +15,11 @@ import torch
 from tqdm import tqdm
 
 from gptkit.eval.common import EvalResult, LoadedModel
+from gptkit.eval.data import GENERATION_TASKS as TASKS
 from gptkit.eval.data import read_dataset, require_text
 from gptkit.eval.metrics import generation_metrics
 from gptkit.eval.pipelines import make_pipeline, output_text
 
-TASKS = ("translation", "summarization", "question-answering", "text-generation")
 FALLBACK_PROMPTS = {
     "translation": "Translate this text to {target_lang}. Reply with the translation only.\n\n{input}",
     "summarization": "Summarize this text in one sentence.\n\n{input}",

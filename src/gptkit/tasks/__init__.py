@@ -1,26 +1,21 @@
 """Applications on one prompt/score mechanism: text generation, translation, summarization,
 question answering and sentiment analysis, with transformers' ``pipeline`` conventions."""
 
-from gptkit.tasks.base import Pipeline, TaskError
-from gptkit.tasks.classification import TextClassificationPipeline
-from gptkit.tasks.factory import ALIASES, TASKS, pipeline
-from gptkit.tasks.prompts import TEMPLATES, PromptTemplate
-from gptkit.tasks.question_answering import QuestionAnsweringPipeline
-from gptkit.tasks.summarization import SummarizationPipeline
-from gptkit.tasks.text_generation import TextGenerationPipeline
-from gptkit.tasks.translation import TranslationPipeline
+from gptkit._lazy import lazy_getattr
 
-__all__ = [
-    "ALIASES",
-    "TASKS",
-    "TEMPLATES",
-    "Pipeline",
-    "PromptTemplate",
-    "QuestionAnsweringPipeline",
-    "SummarizationPipeline",
-    "TaskError",
-    "TextClassificationPipeline",
-    "TextGenerationPipeline",
-    "TranslationPipeline",
-    "pipeline",
-]
+_EXPORTS = {
+    "Pipeline": "gptkit.tasks.base",
+    "TaskError": "gptkit.tasks.base",
+    "TextClassificationPipeline": "gptkit.tasks.classification",
+    "ALIASES": "gptkit.tasks.factory",
+    "TASKS": "gptkit.tasks.factory",
+    "pipeline": "gptkit.tasks.factory",
+    "TEMPLATES": "gptkit.tasks.prompts",
+    "PromptTemplate": "gptkit.tasks.prompts",
+    "QuestionAnsweringPipeline": "gptkit.tasks.question_answering",
+    "SummarizationPipeline": "gptkit.tasks.summarization",
+    "TextGenerationPipeline": "gptkit.tasks.text_generation",
+    "TranslationPipeline": "gptkit.tasks.translation",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

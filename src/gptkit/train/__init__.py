@@ -1,15 +1,15 @@
 """Training: one loop for pretraining and fine-tuning, exact resume, DDP/FSDP via torch.distributed."""
 
-from gptkit.train.config import TrainConfig, load_config
-from gptkit.train.data import BatchSource, PretrainBatches
-from gptkit.train.loop import TrainingDivergedError, TrainResult, train
+from gptkit._lazy import lazy_getattr
 
-__all__ = [
-    "BatchSource",
-    "PretrainBatches",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDivergedError",
-    "load_config",
-    "train",
-]
+_EXPORTS = {
+    "BatchSource": "gptkit.train.data",
+    "PretrainBatches": "gptkit.train.data",
+    "TrainConfig": "gptkit.train.config",
+    "load_config": "gptkit.train.config",
+    "TrainResult": "gptkit.train.loop",
+    "TrainingDivergedError": "gptkit.train.loop",
+    "train": "gptkit.train.loop",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
