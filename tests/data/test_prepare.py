@@ -103,7 +103,7 @@ def test_jsonl_field_records_are_documents(tmp_path, cl100k, tiktoken_cl100k):
         (['{"text": "ok"}', '{"text": "ok"}', "{not json"], r"bad\.jsonl:3: not valid JSON"),
         (['{"text": "ok"}', '{"other": "x"}'], r"bad\.jsonl:2: field 'text' is missing"),
         (['{"text": 5}'], r"bad\.jsonl:1: field 'text' is not a string"),
-        (["[1, 2]"], r"bad\.jsonl:1: field 'text' is missing"),
+        (["[1, 2]"], r"bad\.jsonl:1: expected a JSON object, got list"),
         (["", "  "], r"bad\.jsonl has no JSON records"),
     ],
 )

@@ -25,7 +25,7 @@ def test_jsonl_rows_are_parsed_or_reported_with_their_line(tmp_path):
     dataset = read_dataset(path, parse_item)
     assert [(i.query, i.gold) for i in dataset.items] == [("Q1", 0), ("Q3", 2), ("Q4", 1)]
     assert [row.line for row in dataset.skipped] == [2, 4, 7]
-    assert "invalid JSON" in dataset.skipped[0].reason
+    assert "not valid JSON" in dataset.skipped[0].reason
     assert "out of range" in dataset.skipped[1].reason
     assert str(dataset.skipped[0]).startswith(f"{path}:2: ")
 
@@ -33,7 +33,7 @@ def test_jsonl_rows_are_parsed_or_reported_with_their_line(tmp_path):
 def test_strict_stops_at_the_first_malformed_row(tmp_path):
     path = tmp_path / "mc.jsonl"
     path.write_text(JSONL)
-    with pytest.raises(EvalDataError, match=r"mc.jsonl:2: invalid JSON"):
+    with pytest.raises(EvalDataError, match=r"mc.jsonl:2: not valid JSON"):
         read_dataset(path, parse_item, strict=True)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import codecs
 import glob
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from gptkit.data.jsonl import iter_jsonl
 from gptkit.data.shards import DataError
 
 CHUNK_CHARS = 1 << 17
@@ -113,27 +113,15 @@ def _decode(decoder: codecs.IncrementalDecoder, block: bytes, path: Path, offset
         raise DataError(f"{path}: not UTF-8 text (bad byte near offset {offset + exc.start})") from None
 
 
-def read_jsonl_records(path: Path, on_bytes: OnBytes | None = None) -> Iterator[tuple[int, object]]:
-    """(line number, parsed JSON value) for each non-blank line; DataError names the file and line."""
-    with path.open("rb") as file:
-        for number, raw in enumerate(file, start=1):
-            if on_bytes is not None:
-                on_bytes(len(raw))
-            if not raw.strip():
-                continue
-            try:
-                yield number, json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
-
-
 def jsonl_texts(path: Path, field: str, on_bytes: OnBytes | None = None) -> Iterator[str]:
     """The string ``field`` of every record of a JSONL file; DataError names the file and line."""
     found = False
-    for number, record in read_jsonl_records(path, on_bytes):
-        value = record.get(field) if isinstance(record, dict) else None
+    for number, record in iter_jsonl(path, on_bytes):
+        if isinstance(record, str):
+            raise DataError(f"{path}:{number}: {record}")
+        value = record.get(field)
         if not isinstance(value, str):
-            problem = "is not a string" if isinstance(record, dict) and field in record else "is missing"
+            problem = "is not a string" if field in record else "is missing"
             raise DataError(f"{path}:{number}: field {field!r} {problem}")
         found = True
         yield value

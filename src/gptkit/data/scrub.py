@@ -36,7 +36,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from gptkit.data.documents import OnBytes, expand_inputs, is_jsonl, read_jsonl_records, read_text_chunks
+from gptkit.data.documents import OnBytes, expand_inputs, is_jsonl, read_text_chunks
+from gptkit.data.jsonl import iter_jsonl
 from gptkit.data.shards import DataError
 
 MODES = ("mask", "remove")
@@ -282,7 +283,9 @@ def scrub_file(
     counts = dict.fromkeys(KINDS, 0)
     with target.open("w", encoding="utf-8", newline="") as out:
         if is_jsonl(source):
-            for _, record in read_jsonl_records(source, on_bytes):
+            for number, record in iter_jsonl(source, on_bytes):
+                if isinstance(record, str):
+                    raise DataError(f"{source}:{number}: {record}")
                 out.write(json.dumps(scrub_value(record, mode, counts), ensure_ascii=False) + "\n")
         else:
             for chunk in read_text_chunks(source, on_bytes=on_bytes):

@@ -8,12 +8,12 @@ evaluation stops there.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from gptkit.data.jsonl import iter_jsonl
 from gptkit.errors import GPTKitError
 
 GENERATION_TASKS = ("translation", "summarization", "question-answering", "text-generation")
@@ -97,17 +97,9 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | Exception]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | Exception]]:
-    """One JSON object per line."""
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line, ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            yield line, row if isinstance(row, dict) else ValueError("a row must be a JSON object")
+    """One JSON object per line; a bad line becomes a ValueError row (reported, the rest evaluated)."""
+    for line, row in iter_jsonl(path):
+        yield line, ValueError(row) if isinstance(row, str) else row
 
 
 def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | Exception]]:

@@ -16,7 +16,6 @@ generation (e.g. ``<|im_end|>``). Template text after that token (ChatML's newli
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gptkit.data.jsonl import iter_jsonl
 from gptkit.data.shards import DataError
 
 IGNORE_INDEX = -100
@@ -74,22 +74,13 @@ def load_sft_examples(path: str | Path, tokenizer: Any, max_length: int) -> list
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, JSON object) for every non-blank line; DataError on bad JSON or an empty file."""
+    """(line number, JSON object) for every non-blank line; DataError on a bad line or an empty file."""
     found = False
-    with path.open(encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path}, line {line_no}: expected a JSON object, got {type(record).__name__}"
-                )
-            found = True
-            yield line_no, record
+    for line_no, record in iter_jsonl(path):
+        if isinstance(record, str):
+            raise DataError(f"{path}, line {line_no}: {record}")
+        found = True
+        yield line_no, record
     if not found:
         raise DataError(f"{path} holds no examples (empty file)")
 
