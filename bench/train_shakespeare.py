@@ -83,6 +83,13 @@ class PlainGPT(nn.Module):
         self.blocks = nn.Sequential(*[PlainBlock() for _ in range(N_LAYER)])
         self.ln, self.head = nn.LayerNorm(N_EMBD), nn.Linear(N_EMBD, vocab, bias=False)
         self.head.weight = self.tok.weight
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2 initialisation N(0, 0.02), as nanoGPT-style scripts do (default init trains far worse)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
@@ -105,7 +112,7 @@ def run_plain(train_ids: np.ndarray, val_ids: np.ndarray, vocab: int, iters: int
         return x, y
 
     model = PlainGPT(vocab)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=0.1)
     start = time.perf_counter()
     for it in range(iters):
         lr = LR * (it + 1) / (WARMUP + 1) if it < WARMUP else MIN_LR + 0.5 * (LR - MIN_LR) * (
