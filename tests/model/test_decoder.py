@@ -165,3 +165,15 @@ def test_from_state_dict_refuses_mismatched_shapes():
     del state["norm.weight"]
     with pytest.raises(WeightsError, match="missing.*norm.weight"):
         GPT4LMHeadModel.from_state_dict(model.config, state)
+
+
+def test_aligned_targets_train_every_position_and_agree_with_shifted_labels():
+    model = tiny(**VARIANTS["gpt2-like"])
+    window = torch.randint(0, 97, (2, 11))
+    inputs, targets = window[:, :-1], window[:, 1:]
+    out = model(inputs, targets=targets)
+    expected = F.cross_entropy(out.logits.reshape(-1, 97), targets.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    # the first T-1 aligned targets are exactly what HF-style labels train on the same inputs
+    shifted = F.cross_entropy(out.logits[:, :-1].reshape(-1, 97), targets[:, :-1].reshape(-1))
+    torch.testing.assert_close(model(inputs, labels=inputs).loss, shifted)

@@ -128,13 +128,16 @@ class GPT4LMHeadModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         *,
+        targets: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
     ) -> CausalLMOutput:
         """Logits for token ids (B, T); with ``cache`` the tokens extend the cached sequences.
 
-        ``attention_mask`` (B, T) marks real tokens (0 = padding); position ids then count real tokens
+        ``labels`` follow transformers (shifted inside: position t predicts labels[:, t+1]); ``targets``
+        follow nanoGPT (already aligned: position t predicts targets[:, t]), so a window of T inputs trains
+        T predictions. -100 is ignored in both. ``attention_mask`` (B, T) marks real tokens (0 = padding); position ids then count real tokens
         only, so a left-padded row computes exactly what it would alone. ``logits_to_keep=n`` returns
         logits for the last n positions only (generation needs just the last).
         """
@@ -154,7 +157,11 @@ class GPT4LMHeadModel(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)  # (B, T, vocab)
-        loss = None if labels is None else next_token_loss(logits, labels)
+        loss = None
+        if labels is not None:
+            loss = next_token_loss(logits, labels)
+        elif targets is not None:
+            loss = aligned_token_loss(logits, targets)
         return CausalLMOutput(logits=logits, loss=loss)
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -247,9 +254,13 @@ def _causal_mask(token_mask: torch.Tensor, positions: torch.Tensor, window: int 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting labels[:, t+1] from position t (labels of -100 are ignored)."""
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    targets = labels[:, 1:].reshape(-1).to(logits.device)
-    return F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX)
+    return aligned_token_loss(logits[:, :-1], labels[:, 1:])
+
+
+def aligned_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting targets[:, t] from position t (targets of -100 are ignored)."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()  # (B*T, V)
+    return F.cross_entropy(flat, targets.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX)
 
 
 def _check_state(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> None:

@@ -13,9 +13,18 @@ from gptkit.data.shards import DataError, TokenShards
 Batch = tuple[torch.Tensor, torch.Tensor]  # input_ids (B, T) long, labels (B, T) long (-100 = ignored)
 
 
+def label_kind(source: object) -> str:
+    """How a source's second tensor is meant: "labels" (HF, shifted by the model) or "targets" (aligned)."""
+    return getattr(source, "label_kind", "labels")
+
+
 @runtime_checkable
 class BatchSource(Protocol):
-    """The training loop's only view of data: batches plus a resumable, JSON-serialisable position."""
+    """The training loop's only view of data: batches plus a resumable, JSON-serialisable position.
+
+    A source may set ``label_kind = "targets"`` when its second tensor is already aligned with the inputs
+    (see ``GPT4LMHeadModel.forward``); otherwise it holds transformers-style labels.
+    """
 
     def next_batch(self) -> Batch: ...
 
@@ -27,7 +36,8 @@ class BatchSource(Protocol):
 
 
 class PretrainBatches:
-    """Random windows of ``block_size`` tokens from a prepared shard directory.
+    """Random windows of ``block_size`` + 1 tokens from a prepared shard directory: every input position
+    trains one prediction (``label_kind = "targets"``, nanoGPT's aligned targets).
 
     Every call draws one *global* batch of ``batch_size * world_size`` window offsets from a numpy
     generator seeded identically on every rank; rank r keeps rows r::world_size. So K processes see
@@ -52,6 +62,7 @@ class PretrainBatches:
                     f"block_size={block_size} to draw a window"
                 )
         self.shards, self.batch_size, self.block_size = shards, batch_size, block_size
+        self.label_kind = "targets"
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.rng = np.random.Generator(np.random.PCG64(seed))
 
@@ -73,12 +84,12 @@ class PretrainBatches:
             yield self._windows(self.shards.val, rng)
 
     def _windows(self, tokens: np.ndarray, rng: np.random.Generator) -> Batch:
-        """Gather windows with numpy fancy indexing: inputs and labels are the same (B, T) tokens."""
+        """Gather windows of T + 1 tokens with numpy fancy indexing: inputs w[:T], targets w[1:]."""
         starts = rng.integers(0, len(tokens) - self.block_size, size=self.batch_size * self.world_size)
         starts = starts[self.rank :: self.world_size]  # (B,)
-        index = starts[:, None] + np.arange(self.block_size)  # (B, T)
-        x = torch.from_numpy(tokens[index].astype(np.int64))  # (B, T); the model shifts labels itself
-        return x, x
+        index = starts[:, None] + np.arange(self.block_size + 1)  # (B, T + 1)
+        window = torch.from_numpy(tokens[index].astype(np.int64))  # (B, T + 1)
+        return window[:, :-1], window[:, 1:]  # inputs (B, T), aligned next-token targets (B, T)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "pretrain", "seed": self.seed, "rng": self.rng.bit_generator.state}

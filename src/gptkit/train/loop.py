@@ -23,7 +23,7 @@ from gptkit.model.decoder import GPT4LMHeadModel
 from gptkit.train import checkpoint as ckpt
 from gptkit.train import distributed as dist_
 from gptkit.train.config import TrainConfig
-from gptkit.train.data import BatchSource, PretrainBatches
+from gptkit.train.data import BatchSource, PretrainBatches, label_kind
 from gptkit.train.metrics import MetricsLogger, bits_per_byte, flops_per_token, measured_peak_flops
 from gptkit.train.optim import lr_at, make_optimizer, set_lr
 
@@ -96,7 +96,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config, d.device)
         if resumed is not None:
             dist_.load_full_state(self.model, self.optimizer, resumed.model, resumed.optimizer)
-        self.forward = CompiledForward(self.wrapped, config.compile)
+        self.forward = CompiledForward(self.wrapped, config.compile, label_kind(self.source))
         self.autocast_dtype = torch.bfloat16 if config.dtype == "bfloat16" else None
         self.tokens_per_step = config.batch_size * config.grad_accum * d.world_size * self.block_size
         self.flops_per_token = flops_per_token(self.model_config, self.block_size)
@@ -233,7 +233,8 @@ class Trainer:
         losses = []
         for input_ids, labels in self.source.eval_batches(self.config.eval_iters):
             with self._autocast():
-                losses.append(self.model(input_ids.to(self.d.device), labels=labels.to(self.d.device)).loss)
+                kind = {label_kind(self.source): labels.to(self.d.device)}
+                losses.append(self.model(input_ids.to(self.d.device), **kind).loss)
         self.model.train()
         val = float(dist_.mean_across_ranks(torch.stack(losses).mean(), self.d))
         result.val_losses[self.step] = val
@@ -283,22 +284,23 @@ class Trainer:
 
 
 class CompiledForward:
-    """``model(x, labels=y).loss``, through torch.compile when asked, falling back to eager if it fails."""
+    """``model(x, labels=y).loss`` (or ``targets=y``), through torch.compile when asked, else eager."""
 
-    def __init__(self, model: nn.Module, compile: bool) -> None:
+    def __init__(self, model: nn.Module, compile: bool, kind: str = "labels") -> None:
         self.eager = model
         self.compiled = torch.compile(model) if compile else None
+        self.kind = kind
 
     def __call__(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(input_ids, labels=labels).loss
+                return self.compiled(input_ids, **{self.kind: labels}).loss
             except Exception as exc:  # noqa: BLE001 - any compiler failure: keep training in eager mode
                 warnings.warn(
                     f"torch.compile failed ({type(exc).__name__}: {exc}); using eager mode", stacklevel=2
                 )
                 self.compiled = None
-        return self.eager(input_ids, labels=labels).loss
+        return self.eager(input_ids, **{self.kind: labels}).loss
 
 
 def build_model(config: TrainConfig) -> GPT4LMHeadModel:
