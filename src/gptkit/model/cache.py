@@ -45,6 +45,16 @@ class KVCache:
         self.next_position[rows] = 0
         self.next_column[rows] = 0
 
+    def row_range(self, start: int, stop: int) -> KVCache:
+        """A cache over rows [start, stop) that shares this one's storage: writes land here, other rows
+        stay untouched (an engine prefills one slot, or decodes the occupied slots, through it)."""
+        view = object.__new__(KVCache)
+        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]  # slices are views, not copies
+        for name in ("valid", "positions", "next_position", "next_column"):
+            setattr(view, name, getattr(self, name)[start:stop])
+        view.max_len = self.max_len
+        return view
+
     def select_rows(self, rows: torch.Tensor) -> None:
         """Reorder/duplicate rows in place (beam search): row i becomes old row ``rows[i]``."""
         self.k = self.k[:, rows]

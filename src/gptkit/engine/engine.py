@@ -1,0 +1,216 @@
+"""Engine: continuous batching over one static KV cache whose rows are request slots.
+
+Requests wait in a queue and take a free slot between decode steps: the new prompt is prefilled in its
+own forward pass on that slot's row only (``KVCache.row_range``), then every step decodes one token for
+all occupied slots at once, each request with its own processors, random generator and stop rules.
+A finished request frees its slot (``reset_rows``) for the next one. Not thread-safe: drive one engine
+from one thread (a server runs :meth:`Engine.step` in a loop).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from gptkit.engine.params import SamplingParams
+from gptkit.engine.request import Completion, Event, Request
+from gptkit.errors import ContextLengthError, GenerationError
+from gptkit.generation.plan import make_plan
+
+DEFAULT_MAX_SEQ_LEN = 2048  # slot size cap when the model's context is longer: bounds cache memory
+
+Prompt = str | Sequence[int]
+
+
+class Engine:
+    """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens."""
+
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: Any, max_batch_size: int = 16, max_seq_len: int | None = None
+    ) -> None:
+        context = model.config.context_length
+        max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
+        _check_positive("max_batch_size", max_batch_size)
+        _check_positive("max_seq_len", max_seq_len)
+        if max_seq_len > context:
+            raise ContextLengthError(
+                f"max_seq_len={max_seq_len} exceeds the model's context window {context}"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.cache = model.new_cache(max_batch_size, max_seq_len)  # (n_layer, slots, n_kv_head, S, head_dim)
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}  # slot -> request
+        self.free_slots = list(range(max_batch_size))  # a heap: the lowest free slot is taken first
+        self._ids = itertools.count()
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.cache.batch_size
+
+    def has_unfinished(self) -> bool:
+        """Whether any request is waiting or running."""
+        return bool(self.waiting or self.running)
+
+    # ---- submission --------------------------------------------------------------------------------
+    def add_request(self, prompt: Prompt, params: SamplingParams | None = None) -> int:
+        """Queue a prompt (text or token ids); returns its request id. Bad input raises here, at once."""
+        request = self._prepare(prompt, params or SamplingParams())
+        self.waiting.append(request)
+        return request.id
+
+    def abort(self, request_id: int) -> None:
+        """Drop a waiting or running request (its slot is freed); unknown ids are ignored."""
+        self.waiting = deque(r for r in self.waiting if r.id != request_id)
+        for request in list(self.running.values()):
+            if request.id == request_id:
+                self._release(request)
+
+    def _prepare(self, prompt: Prompt, params: SamplingParams) -> Request:
+        """Tokenize and check one request against the slot size; build its plan (processors, stops, rng)."""
+        if not isinstance(params, SamplingParams):
+            raise GenerationError(f"params must be SamplingParams, got {type(params).__name__}")
+        ids = self._token_ids(prompt)
+        if len(ids) + params.max_tokens > self.max_seq_len:
+            what = (
+                "the prompt"
+                if len(ids) >= self.max_seq_len
+                else f"the prompt + max_tokens={params.max_tokens}"
+            )
+            raise ContextLengthError(
+                f"{what} ({len(ids)} prompt tokens) does not fit an engine slot of {self.max_seq_len} tokens"
+            )
+        config = params.generation_config(list(self.model.config.eos_token_ids))
+        plan = make_plan(self.model, [ids], None, config, self.tokenizer, None, {})
+        return Request(next(self._ids), params, plan, self.tokenizer)
+
+    def _token_ids(self, prompt: Prompt) -> list[int]:
+        """A prompt's token ids (text is encoded with the tokenizer); empty prompts are refused."""
+        if isinstance(prompt, str):
+            encoded = self.tokenizer.encode(prompt)
+            ids = list(getattr(encoded, "ids", encoded))  # tokenizers.Encoding or a list
+        else:
+            ids = torch.as_tensor(prompt).reshape(-1).tolist() if torch.is_tensor(prompt) else list(prompt)
+        if not ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise GenerationError("a prompt must be text or a list of integer token ids")
+        return ids
+
+    # ---- scheduling --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[Event]:
+        """Decode one token for every running request, then admit waiting requests into free slots."""
+        events = self._decode_running()
+        while self.waiting and self.free_slots:
+            events.append(self._admit(self.waiting.popleft()))
+        return events
+
+    def _decode_running(self) -> list[Event]:
+        """One forward pass over slots [0, highest occupied]: running rows take their last token."""
+        if not self.running:
+            return []
+        width = max(self.running) + 1
+        device = self.cache.valid.device
+        tokens = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1)
+        occupied = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1); 0 = idle slot
+        for slot, request in self.running.items():
+            tokens[slot, 0], occupied[slot, 0] = request.last_token, 1
+        mask = None if len(self.running) == width else occupied
+        rows = self.cache.row_range(0, width)
+        logits = self.model(tokens, attention_mask=mask, cache=rows, logits_to_keep=1).logits[:, -1].float()
+        idle = [slot for slot in range(width) if slot not in self.running]
+        if idle:
+            rows.reset_rows(idle)  # their pad token took a column: keep idle slots empty
+        return [
+            self._advance(request, logits[slot : slot + 1]) for slot, request in list(self.running.items())
+        ]
+
+    def _admit(self, request: Request) -> Event:
+        """Give ``request`` the lowest free slot and prefill its prompt on that row alone."""
+        slot = heapq.heappop(self.free_slots)
+        request.slot = slot
+        self.running[slot] = request
+        row = self.cache.row_range(slot, slot + 1)
+        logits = self.model(request.sequence, cache=row, logits_to_keep=1).logits[:, -1].float()  # (1, V)
+        return self._advance(request, logits)
+
+    def _advance(self, request: Request, logits: torch.Tensor) -> Event:
+        """Pick the request's next token from its logits (1, V); free its slot when it finishes."""
+        event = request.append(request.next_token(logits))
+        if event.finished:
+            self._release(request)
+        return event
+
+    def _release(self, request: Request) -> None:
+        """Free the request's slot for the next one."""
+        slot = request.slot
+        del self.running[slot]
+        self.cache.reset_rows([slot])
+        heapq.heappush(self.free_slots, slot)
+        request.slot = None
+
+    # ---- conveniences ------------------------------------------------------------------------------
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+    ) -> list[Completion]:
+        """Complete every prompt (batched continuously); one SamplingParams for all, or one per prompt.
+
+        All requests are checked before any is queued. Events of requests added elsewhere that finish
+        meanwhile are not returned (drive :meth:`step` yourself to see them).
+        """
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            raise GenerationError("prompts must be a list of prompts (texts or token-id lists)")
+        per_prompt = _params_per_prompt(params, len(prompts))
+        requests = [self._prepare(p, sp) for p, sp in zip(prompts, per_prompt, strict=True)]
+        self.waiting.extend(requests)
+        done: dict[int, Completion] = {}
+        wanted = {r.id for r in requests}
+        try:
+            while len(done) < len(requests):
+                done.update(
+                    {e.request_id: e.completion for e in self.step() if e.finished and e.request_id in wanted}
+                )
+        finally:
+            for request_id in wanted - set(done):
+                self.abort(request_id)
+        return [done[r.id] for r in requests]
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[str]:
+        """Text deltas of one request as they become final (checked now; generated while iterating)."""
+        return self._deltas(self.add_request(prompt, params))
+
+    def _deltas(self, request_id: int) -> Iterator[str]:
+        """Step the engine and yield ``request_id``'s non-empty deltas; abort it if the caller stops early."""
+        finished = False
+        try:
+            while not finished:
+                for event in self.step():
+                    if event.request_id == request_id:
+                        finished = event.finished
+                        if event.delta:
+                            yield event.delta
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+
+def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list:
+    """One SamplingParams per prompt."""
+    if params is None or isinstance(params, SamplingParams):
+        return [params or SamplingParams()] * n
+    params = list(params)
+    if len(params) != n:
+        raise GenerationError(f"got {len(params)} SamplingParams for {n} prompts")
+    return params
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise GenerationError(f"{name} must be a positive integer, got {value!r}")

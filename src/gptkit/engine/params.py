@@ -1,0 +1,85 @@
+"""SamplingParams: per-request decoding options (vLLM's names), validated by GenerationConfig."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gptkit.errors import GenerationError
+from gptkit.generation.config import GenerationConfig
+
+# GenerationConfig's option names -> ours, so validation errors name what the caller wrote
+_OUR_NAMES = {
+    "max_new_tokens": "max_tokens",
+    "min_new_tokens": "min_tokens",
+    "stop_strings": "stop",
+    "eos_token_id": "stop_token_ids",
+}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request is decoded and when it stops; ``temperature=0`` is greedy."""
+
+    max_tokens: int = 16  # new tokens at most
+    temperature: float = 1.0  # 0 -> greedy; sampling otherwise
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None  # a private generator per request: reproducible whatever the batch holds
+    stop: str | list[str] | None = None  # stop strings; the returned text ends before the first one
+    stop_token_ids: list[int] | None = None  # extra ids that end the request, like EOS
+    ignore_eos: bool = False  # keep going past the model's EOS
+    min_tokens: int = 0  # EOS and stop_token_ids are suppressed until this many tokens were generated
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ignore_eos, bool):
+            raise GenerationError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
+        self.generation_config([])  # GenerationConfig's checks, the one place they live
+        if self.min_tokens > self.max_tokens:
+            raise GenerationError(f"min_tokens={self.min_tokens} must be <= max_tokens={self.max_tokens}")
+
+    @property
+    def stops(self) -> list[str]:
+        """Stop strings as a list (possibly empty)."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def end_ids(self, model_eos_ids: list[int]) -> list[int]:
+        """Token ids that end the request: the model's EOS (unless ignored) plus ``stop_token_ids``."""
+        eos = [] if self.ignore_eos else list(model_eos_ids)
+        return eos + [i for i in (self.stop_token_ids or []) if i not in eos]
+
+    def generation_config(self, model_eos_ids: list[int]) -> GenerationConfig:
+        """The equivalent GenerationConfig (validated), ending on ``end_ids(model_eos_ids)``."""
+        options: dict[str, Any] = dict(
+            max_new_tokens=self.max_tokens,
+            min_new_tokens=self.min_tokens,
+            do_sample=_is_number(self.temperature) and self.temperature > 0,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop_strings=self.stop,
+            eos_token_id=self.stop_token_ids if self.stop_token_ids is not None else None,
+            pad_token_id=0,  # never used: the engine does not pad outputs
+        )
+        try:
+            config = GenerationConfig(**options)
+        except GenerationError as error:
+            raise GenerationError(_our_names(str(error))) from None
+        return config.replace(eos_token_id=self.end_ids(model_eos_ids))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _our_names(message: str) -> str:
+    """A GenerationConfig error message with its option names replaced by SamplingParams' names."""
+    for theirs, ours in _OUR_NAMES.items():
+        message = re.sub(rf"\b{theirs}\b", ours, message)
+    return message

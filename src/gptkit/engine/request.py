@@ -1,0 +1,116 @@
+"""One request's life in the engine: its plan, its tokens so far, its text so far, and how it ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from gptkit.engine.params import SamplingParams
+from gptkit.generation.generate import choose_tokens
+from gptkit.generation.plan import Plan
+from gptkit.generation.processors import apply_processors
+from gptkit.generation.stopping import truncate_at_stop
+from gptkit.generation.streamers import INCOMPLETE
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class Completion:
+    """A finished request: the text (cut before any stop string), every generated id, and why it ended.
+
+    ``token_ids`` keep the token that ended the request (EOS / a stop token id, as ``generate`` does);
+    ``text`` leaves such a token out.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Event:
+    """What one :meth:`Engine.step` did for one request: a new token, the text it made final, the end."""
+
+    request_id: int
+    token_id: int
+    delta: str  # newly final text; the deltas of a request add up to its completion's text
+    completion: Completion | None = None  # set on the request's last event
+
+    @property
+    def finished(self) -> bool:
+        return self.completion is not None
+
+
+class Request:
+    """A running (or waiting) request: its plan from ``make_plan`` and the tokens generated so far."""
+
+    def __init__(self, request_id: int, params: SamplingParams, plan: Plan, tokenizer: Any) -> None:
+        self.id = request_id
+        self.params = params
+        self.plan = plan
+        self.tokenizer = tokenizer
+        self.slot: int | None = None
+        self.prompt_len = plan.prompt_len
+        self.buffer = plan.input_ids.new_zeros((1, plan.max_length))  # (1, prompt + max_tokens)
+        self.buffer[:, : self.prompt_len] = plan.input_ids
+        self.length = self.prompt_len
+        self.emitted = 0  # characters of text already handed out as deltas
+        self.hold_back = max((len(s) for s in params.stops), default=1) - 1  # a stop string may be starting
+
+    @property
+    def sequence(self) -> torch.Tensor:
+        """Prompt and generated tokens so far (1, L), a view of the buffer."""
+        return self.buffer[:, : self.length]
+
+    @property
+    def generated(self) -> list[int]:
+        return self.buffer[0, self.prompt_len : self.length].tolist()
+
+    @property
+    def last_token(self) -> int:
+        return int(self.buffer[0, self.length - 1])
+
+    def next_token(self, logits: torch.Tensor) -> int:
+        """Process this request's next-token logits (1, V) with its own processors and pick a token."""
+        scores = apply_processors(self.plan.processors, self.sequence, logits)
+        return int(choose_tokens(scores, self.plan.config.sampling, self.plan.generator)[0])
+
+    def append(self, token: int) -> Event:
+        """Record ``token``; the event carries the text it makes final and, when done, the completion."""
+        self.buffer[0, self.length] = token
+        self.length += 1
+        n_generated = self.length - self.prompt_len
+        done = bool(self.plan.stop(self.sequence)[0]) and n_generated >= self.params.min_tokens
+        if not done:
+            return Event(self.id, token, self._partial_delta())
+        completion = self._completion()
+        delta = completion.text[self.emitted :]
+        self.emitted = len(completion.text)
+        return Event(self.id, token, delta, completion)
+
+    def _partial_delta(self) -> str:
+        """Text that no later token can change: not an incomplete character, not a possible stop start."""
+        if self.params.stops and self.length - self.prompt_len < self.params.min_tokens:
+            return ""  # a stop string seen now may still cut the final text here
+        text = self.tokenizer.decode(self.generated)
+        if text.endswith(INCOMPLETE):
+            return ""
+        final = len(text) - self.hold_back
+        if final <= self.emitted:
+            return ""
+        delta, self.emitted = text[self.emitted : final], final
+        return delta
+
+    def _completion(self) -> Completion:
+        """The finished request: EOS / stop ids end it as "stop", a stop string too, else "length"."""
+        ids = self.generated
+        ended_by_id = ids[-1] in self.plan.config.eos_ids
+        text = self.tokenizer.decode(ids[:-1] if ended_by_id else ids)
+        cut = truncate_at_stop(text, self.params.stops)
+        reason: FinishReason = "stop" if ended_by_id or len(cut) < len(text) else "length"
+        return Completion(cut, ids, reason, self.prompt_len, len(ids))

@@ -1,0 +1,48 @@
+"""Fixtures for engine tests: a byte-level BPE tokenizer and a tiny random Llama-style model over it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptkit import GPT4Config, GPT4LMHeadModel
+
+INIT_STD = 0.35  # wide logits: greedy choices are far from float ties between batched and single runs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """A tiny byte-level BPE tokenizer (tokenizers library): 256 byte tokens plus a few merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def model(tokenizer):
+    """A random GQA/RoPE/RMSNorm/SwiGLU model over the tokenizer's vocabulary, with wide weights."""
+    config = GPT4Config(
+        vocab_size=tokenizer.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+        positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, context_length=128,
+    )  # fmt: skip
+    model = GPT4LMHeadModel(config).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * INIT_STD)
+    return model
