@@ -109,11 +109,12 @@ class GPT4LMHeadModel(nn.Module):
         *,
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
+        quantize: str | None = None,
     ) -> GPT4LMHeadModel:
-        """Load a registered name, a .gguf file or a Hugging Face directory (safetensors)."""
+        """Load a registered name, a .gguf file or a Hugging Face directory; ``quantize="int8"`` optional."""
         from gptkit.weights.loading import load_pretrained
 
-        return load_pretrained(name_or_path, dtype=dtype, device=device)
+        return load_pretrained(name_or_path, dtype=dtype, device=device, quantize=quantize)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a Hugging Face directory (config.json + model.safetensors) that transformers can load."""

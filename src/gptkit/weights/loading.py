@@ -25,8 +25,12 @@ def load_pretrained(
     *,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    quantize: str | None = None,
 ):
-    """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode."""
+    """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode.
+
+    ``quantize="int8"`` swaps the linear layers for weight-only quantized ones (see gptkit.quant).
+    """
     from gptkit.model.decoder import GPT4LMHeadModel
 
     source = resolve(name_or_path)
@@ -39,6 +43,11 @@ def load_pretrained(
 
         config, state = load_hf_state(source.path)
     model = GPT4LMHeadModel.from_state_dict(config, state, dtype=resolve_dtype(dtype) or torch.float32)
+    del state
+    if quantize is not None:
+        from gptkit.quant import quantize_model
+
+        quantize_model(model, quantize)
     if device is not None:
         model = model.to(device)
     model.source = source

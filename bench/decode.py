@@ -1,0 +1,184 @@
+"""Decode benchmark: gptkit fp32 / bf16 / int8 vs transformers on the bundled SmolLM2-135M GGUF.
+
+One table: load time, prefill tok/s (512-token prompt), greedy decode tok/s at batch 1 (64 tokens) and
+peak RSS; each configuration runs in its own subprocess so its peak RSS is its own.
+Run: `.venv/bin/python bench/decode.py [--threads 2] [--kernels]` (`--kernels` adds the per-layer
+matmul table: dense fp32/bf16 vs the int8/int4 weight-only kernels, M=1 and M=128).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
+
+PROMPT_TOKENS, NEW_TOKENS = 512, 64
+CONFIGS = {  # name -> (loader, dtype, quantize)
+    "gptkit fp32": ("gptkit", "float32", None),
+    "gptkit bf16": ("gptkit", "bfloat16", None),
+    "gptkit int8": ("gptkit", "float32", "int8"),
+    "gptkit int8+bf16": ("gptkit", "bfloat16", "int8"),
+    "transformers fp32": ("transformers", "float32", None),
+}
+TEXT = (
+    "The history of natural language processing generally started in the 1950s, although work can be "
+    "found from earlier periods. In 1950, Alan Turing published an article titled 'Computing Machinery "
+    "and Intelligence' which proposed what is now called the Turing test as a criterion of intelligence. "
+)
+
+
+def timed(fn):
+    """(fn(), seconds)."""
+    start = time.perf_counter()
+    return fn(), time.perf_counter() - start
+
+
+def prompt_ids() -> torch.Tensor:
+    """A PROMPT_TOKENS-long prompt: (1, PROMPT_TOKENS)."""
+    from gptkit import GPT4Tokenizer
+
+    ids = GPT4Tokenizer.from_pretrained(DEFAULT_MODEL).encode(TEXT * 40)
+    return torch.tensor([ids[:PROMPT_TOKENS]])
+
+
+def load(loader: str, dtype: str, quantize: str | None):
+    """Load the bundled model with gptkit or transformers."""
+    path = bundled_path(REGISTRY[DEFAULT_MODEL])
+    if loader == "gptkit":
+        from gptkit import GPT4LMHeadModel
+
+        if quantize:
+            from gptkit.quant import quantize_model
+
+            model = GPT4LMHeadModel.from_pretrained(str(path))
+            return quantize_model(model, quantize, getattr(torch, dtype))
+        return GPT4LMHeadModel.from_pretrained(str(path), dtype=dtype)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
+    ).eval()
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id
+    return model
+
+
+@torch.inference_mode()
+def measure_one(name: str) -> dict:
+    """Load, prefill and decode one configuration; peak RSS of this process at the end."""
+    ids = prompt_ids()
+    model, load_s = timed(lambda: load(*CONFIGS[name]))
+    model(ids[:, :16])  # warm-up
+    prefill = min(timed(lambda: model(ids))[1] for _ in range(2))
+    gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    out, total = timed(lambda: model.generate(ids, **gen))
+    return {
+        "load s": load_s,
+        "prefill tok/s": PROMPT_TOKENS / prefill,
+        "decode tok/s": (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9),
+        "weights MiB": sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20,
+        "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "RSS now MiB": _rss_now_mib(),
+    }
+
+
+def _rss_now_mib() -> float:
+    """Current resident set size (after load + generate; peak RSS also holds the load's transients)."""
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+    return int(kib) / 1024
+
+
+def run_isolated(name: str, threads: int) -> dict | None:
+    """measure_one in a fresh interpreter; None (with a message) if the peer is missing or fails."""
+    cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{name}: skipped ({proc.stderr.strip().splitlines()[-1] if proc.stderr else 'failed'})")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(results: dict[str, dict]) -> None:
+    """Rows = configurations; ratio columns vs transformers fp32 (> 1 = gptkit better)."""
+    peer = results.get("transformers fp32")
+    keys = ["load s", "prefill tok/s", "decode tok/s", "weights MiB", "peak RSS MiB", "RSS now MiB"]
+    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys) + f"{'decode vs HF':>14}{'b4/b16 agg':>12}")
+    for name, r in results.items():
+        ratio = f"{r['decode tok/s'] / peer['decode tok/s']:.2f}x" if peer else "n/a"
+        cells = "".join(f"{r[k]:>15.2f}" for k in keys)
+        print(f"{name:<20}{cells}{ratio:>14}{'TODO':>12}")
+    print("b4/b16 agg: batch 4/16 aggregate decode tok/s needs gptkit.engine.Engine (TODO)")
+
+
+def bench_kernels(threads: int) -> None:
+    """Microseconds per matmul for the SmolLM2-135M layer shapes, dense vs weight-only quantized."""
+    from gptkit.quant import quantize_int8
+
+    torch.set_num_threads(threads)
+    int8mm, int4mm = torch.ops.aten._weight_int8pack_mm, torch.ops.aten._weight_int4pack_mm_for_cpu
+    shapes = {"qkv": (576, 960), "proj": (576, 576), "gate_up": (576, 3072), "down": (1536, 576),
+              "lm_head": (576, 49152)}  # fmt: skip
+    cols = ["fp32", "bf16", "int8 x fp32", "int8 x bf16", "int4g32 x bf16"]
+    print(f"{'layer':<8}{'M':>4}" + "".join(f"{c:>16}" for c in cols) + "   (us per call)")
+    for layer, (K, N) in shapes.items():
+        w = torch.randn(N, K) * 0.02
+        q, s = quantize_int8(w)
+        packed, sz = _int4_pack(w, 32)
+        for M in (1, 128):
+            x = torch.randn(M, K)
+            xb, wb, sb = x.bfloat16(), w.bfloat16(), s.bfloat16()
+            calls = [(F.linear, x, w), (F.linear, xb, wb), (int8mm, x, q, s), (int8mm, xb, q, sb),
+                     (int4mm, xb, packed, 32, sz)]  # fmt: skip
+            print(f"{layer:<8}{M:>4}" + "".join(f"{_time_us(c, M * N):>16.0f}" for c in calls))
+
+
+def _int4_pack(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric grouped uint4 in tinygemm layout: packed weight and bf16 (K/group, N, 2) scale/zero."""
+    N, K = w.shape
+    wg = w.reshape(N, K // group, group)
+    lo, hi = wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True)
+    scale = ((hi - lo) / 15).clamp(min=1e-6)
+    q = ((wg - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(N, K)
+    sz = torch.stack([scale.reshape(N, -1), (lo + 8 * scale).reshape(N, -1)], -1).transpose(0, 1)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1), sz.contiguous().bfloat16()
+
+
+def _time_us(call: tuple, work: int) -> float:
+    """Mean microseconds of fn(*args) for call = (fn, *args); more repetitions for small work."""
+    fn, *args = call
+    fn(*args)
+    reps = max(2, min(200, int(2e7 // work)))
+    _, seconds = timed(lambda: [fn(*args) for _ in range(reps)])
+    return seconds / reps * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--kernels", action="store_true", help="also print the per-layer matmul table")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(measure_one(args.one)))
+        return
+    print(
+        f"{DEFAULT_MODEL}: {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} greedy tokens, {args.threads} threads"
+    )
+    results = {name: r for name in CONFIGS if (r := run_isolated(name, args.threads))}
+    print_table(results)
+    if args.kernels:
+        bench_kernels(args.threads)
+
+
+if __name__ == "__main__":
+    main()
