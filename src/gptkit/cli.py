@@ -30,7 +30,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise GPTKitError("the prompt is empty: pass it as an argument or on stdin")
     tokenizer = GPT4Tokenizer.from_pretrained(args.model)
-    model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype)
+    model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
     if args.chat:
         messages = [{"role": "user", "content": prompt}]
         input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
@@ -99,6 +99,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    p.add_argument(
+        "--quantize", choices=["int8"], default=None, help="weight-only int8 linears (faster decode)"
+    )
     p.set_defaults(func=cmd_generate)
 
 
