@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
@@ -22,3 +23,25 @@ def bundled_gguf() -> Path:
 @pytest.fixture(scope="session")
 def shakespeare() -> str:
     return (SHARED_DATA / "tinyshakespeare.txt").read_text()
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def byte_tokenizer():
+    """A tiny byte-level BPE tokenizer (tokenizers library): 256 byte tokens plus a few merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
+    return tok

@@ -10,26 +10,15 @@ from gptkit import GPT4Config, GPT4LMHeadModel
 INIT_STD = 0.35  # wide logits: greedy choices are far from float ties between batched and single runs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are slow on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    """Every test here runs single-threaded (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    """A tiny byte-level BPE tokenizer (tokenizers library): 256 byte tokens plus a few merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
-    return tok
+def tokenizer(byte_tokenizer):
+    """The shared byte-level BPE tokenizer (tests/conftest.py)."""
+    return byte_tokenizer
 
 
 @pytest.fixture(scope="session")

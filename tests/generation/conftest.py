@@ -11,13 +11,9 @@ VOCAB = 96
 INIT_STD = 0.35  # wide logits: random-model argmax/beam choices are far from float ties
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and OpenMP spin-waits are slow on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    """Every test here runs single-threaded (see tests/conftest.py)."""
 
 
 def gptkit_twin(hf: torch.nn.Module, tmp_dir) -> GPT4LMHeadModel:
@@ -70,19 +66,6 @@ def gpt2_pair(tmp_path_factory):
 def model_pair(request, llama_pair, gpt2_pair):
     """Both families, one at a time."""
     return llama_pair if request.param == "llama" else gpt2_pair
-
-
-@pytest.fixture(scope="session")
-def byte_tokenizer():
-    """A tiny byte-level BPE tokenizer (tokenizers library): 256 byte tokens plus a few merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
-    return tok
 
 
 @pytest.fixture(scope="session")
