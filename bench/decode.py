@@ -80,6 +80,7 @@ def measure_one(name: str) -> dict:
     prefill = min(timed(lambda: model(ids))[1] for _ in range(2))
     gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
     out, total = timed(lambda: model.generate(ids, **gen))
+    aggregate = engine_throughput(model) if CONFIGS[name][0] == "gptkit" else {}
     return {
         "load s": load_s,
         "prefill tok/s": PROMPT_TOKENS / prefill,
@@ -87,7 +88,24 @@ def measure_one(name: str) -> dict:
         "weights MiB": sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20,
         "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "RSS now MiB": _rss_now_mib(),
+        **aggregate,
     }
+
+
+def engine_throughput(model) -> dict[str, float]:
+    """Aggregate decode tok/s of the Engine with 4 and 16 concurrent greedy requests (16-token prompts)."""
+    from gptkit import GPT4Tokenizer
+    from gptkit.engine import Engine, SamplingParams
+
+    tokenizer = GPT4Tokenizer.from_pretrained(DEFAULT_MODEL)
+    prompts = [prompt_ids()[0, i * 16 : (i + 1) * 16].tolist() for i in range(16)]
+    params = SamplingParams(max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, temperature=0)
+    out = {}
+    for batch in (4, 16):
+        engine = Engine(model, tokenizer, max_batch_size=batch, max_seq_len=16 + NEW_TOKENS + 1)
+        done, seconds = timed(lambda engine=engine, batch=batch: engine.generate(prompts[:batch], params))
+        out[f"b{batch} agg tok/s"] = sum(c.completion_tokens for c in done) / seconds
+    return out
 
 
 def _rss_now_mib() -> float:
@@ -111,12 +129,15 @@ def print_table(results: dict[str, dict]) -> None:
     """Rows = configurations; ratio columns vs transformers fp32 (> 1 = gptkit better)."""
     peer = results.get("transformers fp32")
     keys = ["load s", "prefill tok/s", "decode tok/s", "weights MiB", "peak RSS MiB", "RSS now MiB"]
-    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys) + f"{'decode vs HF':>14}{'b4/b16 agg':>12}")
+    aggregate = ["b4 agg tok/s", "b16 agg tok/s"]
+    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys + aggregate) + f"{'decode vs HF':>14}")
     for name, r in results.items():
         ratio = f"{r['decode tok/s'] / peer['decode tok/s']:.2f}x" if peer else "n/a"
-        cells = "".join(f"{r[k]:>15.2f}" for k in keys)
-        print(f"{name:<20}{cells}{ratio:>14}{'TODO':>12}")
-    print("b4/b16 agg: batch 4/16 aggregate decode tok/s needs gptkit.engine.Engine (TODO)")
+        cells = "".join(f"{r.get(k, float('nan')):>15.2f}" for k in keys + aggregate)
+        print(f"{name:<20}{cells}{ratio:>14}")
+    print(
+        "b4/b16 agg: gptkit.engine.Engine, 4 or 16 concurrent greedy requests, 16-token prompts, including prefill"
+    )
 
 
 def bench_kernels(threads: int) -> None:
