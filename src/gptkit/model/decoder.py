@@ -92,8 +92,7 @@ class GPT4LMHeadModel(nn.Module):
         """Build a model whose parameters are exactly ``state`` (our names), checking names and shapes."""
         with torch.device("meta"):
             model = cls(config)
-        expected = {name: p.shape for name, p in model.named_parameters()}  # tied lm_head listed once
-        _check_state(expected, state)
+        _check_state(_shapes(model), state)
         if dtype is not None:
             state = {k: v.to(dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=False, assign=True)
@@ -236,6 +235,17 @@ class GPT4LMHeadModel(nn.Module):
         return generate(self, input_ids, **kwargs)
 
 
+def parameter_shapes(config: GPT4Config) -> dict[str, tuple[int, ...]]:
+    """Our parameter names and shapes for ``config`` (a meta-device model: no memory, no init);
+    a tied lm_head is listed once, as embed.weight."""
+    with torch.device("meta"):
+        return _shapes(GPT4LMHeadModel(config))
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
 def _embedding(n: int, dim: int) -> nn.Embedding:
     """An uninitialised embedding table (``_init_weights`` or loaded weights fill it; skipping
     nn.Embedding's own init also avoids a slow torch._dynamo import on the meta device)."""
@@ -264,7 +274,7 @@ def aligned_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(flat, targets.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX)
 
 
-def _check_state(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> None:
+def _check_state(expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
     """Refuse weights whose names or shapes disagree with the config."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

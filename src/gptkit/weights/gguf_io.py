@@ -21,6 +21,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from gptkit.config import GPT4Config
 from gptkit.errors import UnsupportedTensorTypeError, WeightsError
+from gptkit.model.decoder import parameter_shapes
 from gptkit.weights.gguf_config import PERMUTED_QK_ARCHITECTURES, config_from_gguf
 from gptkit.weights.gguf_file import GGUFHeader, TensorInfo, read_header
 
@@ -311,15 +312,6 @@ def gguf_sources(name: str, available: set[str] | dict) -> tuple[str, ...]:
     return (source.format(p=kind),)
 
 
-def expected_parameters(config: GPT4Config) -> dict[str, tuple[int, ...]]:
-    """Our parameter names and shapes for ``config`` (from a meta-device model: no memory, no init)."""
-    from gptkit.model.decoder import GPT4LMHeadModel
-
-    with torch.device("meta"):
-        model = GPT4LMHeadModel(config)
-    return {name: tuple(p.shape) for name, p in model.named_parameters()}
-
-
 def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's Q/K permute (interleaved RoPE pairs -> HF's rotate-half halves); rows = heads*head_dim."""
     head_dim = w.shape[0] // n_head
@@ -379,7 +371,7 @@ def _check_block_count(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> No
 def _plan(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> dict[str, tuple[GGUFTensor, ...]]:
     """Our name -> the GGUF tensors it is made of; refuses missing, unknown and mis-shaped tensors."""
     _check_block_count(config, tensors)
-    plan = {name: gguf_sources(name, tensors) for name in expected_parameters(config)}
+    plan = {name: gguf_sources(name, tensors) for name in parameter_shapes(config)}
     missing = sorted(
         f"{s} (for {name})" for name, sources in plan.items() for s in sources if s not in tensors
     )

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from gptkit.config import GPT4Config
 from gptkit.errors import ConfigError, ModelNotFoundError, WeightsError
+from gptkit.model.decoder import parameter_shapes
 from gptkit.weights.hf_config import config_from_hf, config_to_hf
 from gptkit.weights.keymaps import hf_to_ours, keymap_for, ours_to_hf
 
@@ -143,15 +144,6 @@ def _check_index(weight_map: dict[str, str], location: dict[str, str]) -> None:
         raise WeightsError(
             f"{INDEX_FILE} lists tensor {absent[0]!r} in {weight_map[absent[0]]}, which lacks it"
         )
-
-
-def parameter_shapes(config: GPT4Config) -> dict[str, tuple[int, ...]]:
-    """Our parameter names and shapes for ``config`` (a tied lm_head listed once, as embed.weight)."""
-    from gptkit.model.decoder import GPT4LMHeadModel
-
-    with torch.device("meta"):
-        model = GPT4LMHeadModel(config)
-    return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
 # ---- saving ---------------------------------------------------------------------------------------------
