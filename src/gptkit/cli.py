@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "gptkit.tasks.commands",  # task
     "gptkit.eval.commands",  # eval, cost, data scrub
     "gptkit.data.commands",
+    "gptkit.serve.commands",  # serve
+    "gptkit.serve.chat_cli",  # chat (terminal REPL)
 )
 
 

@@ -59,7 +59,7 @@ def test_slot_is_reused_right_after_a_request_leaves(model, tokenizer):
         ([], GREEDY, GenerationError, "empty"),
         (list(range(1, 40)), GREEDY, ContextLengthError, "the prompt"),
         ([1, 2, 3], SamplingParams(max_tokens=30), ContextLengthError, "max_tokens=30"),
-        ([1, 2, 3, 10_000], GREEDY, GenerationError, "input_ids must lie"),
+        ([1, 2, 3, 10_000], GREEDY, GenerationError, "prompt token ids must lie"),
         ([1, 2.5], GREEDY, GenerationError, "integer token ids"),
         ([1, 2], "fast", GenerationError, "SamplingParams"),
     ],
@@ -74,7 +74,7 @@ def test_bad_requests_fail_at_submission(model, tokenizer, prompt, params, error
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        (dict(max_tokens=0), "max_tokens must be >= 1"),
+        (dict(max_tokens=-1), "max_tokens must be >= 0"),
         (dict(temperature=-1.0), "temperature"),
         (dict(top_p=0.0), "top_p"),
         (dict(top_k=-2), "top_k"),

@@ -2,6 +2,6 @@
 
 from gptkit.engine.engine import Engine
 from gptkit.engine.params import SamplingParams
-from gptkit.engine.request import Completion, Event
+from gptkit.engine.request import Completion, Event, TokenLogprob
 
-__all__ = ["Completion", "Engine", "Event", "SamplingParams"]
+__all__ = ["Completion", "Engine", "Event", "SamplingParams", "TokenLogprob"]

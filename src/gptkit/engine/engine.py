@@ -54,6 +54,14 @@ class Engine:
     def max_batch_size(self) -> int:
         return self.cache.batch_size
 
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
     def has_unfinished(self) -> bool:
         """Whether any request is waiting or running."""
         return bool(self.waiting or self.running)
@@ -61,7 +69,10 @@ class Engine:
     # ---- submission --------------------------------------------------------------------------------
     def add_request(self, prompt: Prompt, params: SamplingParams | None = None) -> int:
         """Queue a prompt (text or token ids); returns its request id. Bad input raises here, at once."""
-        request = self._prepare(prompt, params or SamplingParams())
+        return self.enqueue(self.make_request(prompt, params or SamplingParams()))
+
+    def enqueue(self, request: Request) -> int:
+        """Queue a request built by :meth:`make_request`; returns its id."""
         self.waiting.append(request)
         return request.id
 
@@ -72,11 +83,20 @@ class Engine:
             if request.id == request_id:
                 self._release(request)
 
-    def _prepare(self, prompt: Prompt, params: SamplingParams) -> Request:
-        """Tokenize and check one request against the slot size; build its plan (processors, stops, rng)."""
+    def make_request(self, prompt: Prompt, params: SamplingParams) -> Request:
+        """Tokenize and check one request against the slot size; build its plan (processors, stops, rng).
+
+        Touches no engine state but the id counter, so another thread (a server's handler) may call it.
+        """
         if not isinstance(params, SamplingParams):
             raise GenerationError(f"params must be SamplingParams, got {type(params).__name__}")
         ids = self._token_ids(prompt)
+        vocab_size = self.model.config.vocab_size
+        for what, tokens in (("prompt", ids), ("logit_bias", list(params.logit_bias or {}))):
+            if tokens and not 0 <= min(tokens) <= max(tokens) < vocab_size:
+                raise GenerationError(
+                    f"{what} token ids must lie in [0, {vocab_size}), got {min(tokens)}..{max(tokens)}"
+                )
         if len(ids) + params.max_tokens > self.max_seq_len:
             what = (
                 "the prompt"
@@ -134,16 +154,27 @@ class Engine:
 
     def _admit(self, request: Request) -> Event:
         """Give ``request`` the lowest free slot and prefill its prompt on that row alone."""
+        if request.params.max_tokens == 0:
+            self._prefill(request, cache=None)  # nothing to generate: no slot needed
+            return request.finish_without_tokens()
         slot = heapq.heappop(self.free_slots)
         request.slot = slot
         self.running[slot] = request
-        row = self.cache.row_range(slot, slot + 1)
-        logits = self.model(request.sequence, cache=row, logits_to_keep=1).logits[:, -1].float()  # (1, V)
+        logits = self._prefill(request, cache=self.cache.row_range(slot, slot + 1))
         return self._advance(request, logits)
+
+    def _prefill(self, request: Request, cache: Any) -> torch.Tensor:
+        """Run the prompt (on a cache row, or none); keeps prompt logprobs when asked; last logits (1, V)."""
+        wants_prompt_logprobs = request.params.prompt_logprobs is not None
+        keep = 0 if wants_prompt_logprobs else 1  # 0 keeps every position
+        logits = self.model(request.sequence, cache=cache, logits_to_keep=keep).logits  # (1, T or 1, V)
+        if wants_prompt_logprobs:
+            request.score_prompt(logits)
+        return logits[:, -1].float()
 
     def _advance(self, request: Request, logits: torch.Tensor) -> Event:
         """Pick the request's next token from its logits (1, V); free its slot when it finishes."""
-        event = request.append(request.next_token(logits))
+        event = request.append(*request.next_token(logits))
         if event.finished:
             self._release(request)
         return event
@@ -168,7 +199,7 @@ class Engine:
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             raise GenerationError("prompts must be a list of prompts (texts or token-id lists)")
         per_prompt = _params_per_prompt(params, len(prompts))
-        requests = [self._prepare(p, sp) for p, sp in zip(prompts, per_prompt, strict=True)]
+        requests = [self.make_request(p, sp) for p, sp in zip(prompts, per_prompt, strict=True)]
         self.waiting.extend(requests)
         done: dict[int, Completion] = {}
         wanted = {r.id for r in requests}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ _OUR_NAMES = {
 class SamplingParams:
     """How one request is decoded and when it stops; ``temperature=0`` is greedy."""
 
-    max_tokens: int = 16  # new tokens at most
+    max_tokens: int = 16  # new tokens at most; 0 scores the prompt only (with prompt_logprobs)
     temperature: float = 1.0  # 0 -> greedy; sampling otherwise
     top_k: int = 0  # 0 disables
     top_p: float = 1.0
@@ -32,13 +33,27 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None  # extra ids that end the request, like EOS
     ignore_eos: bool = False  # keep going past the model's EOS
     min_tokens: int = 0  # EOS and stop_token_ids are suppressed until this many tokens were generated
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated tokens
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
+    logprobs: int | None = None  # per generated token: its log-probability and this many top alternatives
+    prompt_logprobs: int | None = None  # the same for every prompt token but the first (OpenAI's echo)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore_eos, bool):
             raise GenerationError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
+        if _is_int(self.max_tokens) and self.max_tokens < 0:
+            raise GenerationError(f"max_tokens must be >= 0, got {self.max_tokens}")
         self.generation_config([])  # GenerationConfig's checks, the one place they live
         if self.min_tokens > self.max_tokens:
             raise GenerationError(f"min_tokens={self.min_tokens} must be <= max_tokens={self.max_tokens}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            _check_finite(name, getattr(self, name))
+        _check_logit_bias(self.logit_bias)
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 0):
+                raise GenerationError(f"{name} must be None or an integer >= 0, got {value!r}")
 
     @property
     def stops(self) -> list[str]:
@@ -55,7 +70,7 @@ class SamplingParams:
     def generation_config(self, model_eos_ids: list[int]) -> GenerationConfig:
         """The equivalent GenerationConfig (validated), ending on ``end_ids(model_eos_ids)``."""
         options: dict[str, Any] = dict(
-            max_new_tokens=self.max_tokens,
+            max_new_tokens=max(self.max_tokens, 1) if _is_int(self.max_tokens) else self.max_tokens,
             min_new_tokens=self.min_tokens,
             do_sample=_is_number(self.temperature) and self.temperature > 0,
             temperature=self.temperature,
@@ -76,6 +91,27 @@ class SamplingParams:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_finite(name: str, value: Any) -> None:
+    if not _is_number(value) or not math.isfinite(value):
+        raise GenerationError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_logit_bias(bias: Any) -> None:
+    """logit_bias maps integer token ids >= 0 to finite numbers."""
+    if bias is None:
+        return
+    if not isinstance(bias, dict):
+        raise GenerationError(f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}")
+    for token, value in bias.items():
+        if not _is_int(token) or token < 0:
+            raise GenerationError(f"logit_bias keys must be token ids >= 0, got {token!r}")
+        _check_finite(f"logit_bias[{token}]", value)
 
 
 def _our_names(message: str) -> str:

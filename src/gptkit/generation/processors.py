@@ -68,6 +68,23 @@ def min_new_tokens(
     return scores
 
 
+def presence_frequency_penalty(
+    scores: torch.Tensor, generated_ids: torch.Tensor, presence: float, frequency: float
+) -> torch.Tensor:
+    """OpenAI's penalties: score -= count * frequency + (count > 0) * presence, counts over (B, G) ids."""
+    counts = torch.zeros_like(scores).scatter_add_(  # (B, V)
+        1, generated_ids, torch.ones_like(generated_ids, dtype=scores.dtype)
+    )
+    return scores - counts * frequency - (counts > 0).to(scores.dtype) * presence
+
+
+def logit_bias(scores: torch.Tensor, bias: dict[int, float]) -> torch.Tensor:
+    """Add ``bias[token]`` to each listed token's score (OpenAI's logit_bias; -100 bans, +100 forces)."""
+    ids = torch.tensor(list(bias), dtype=torch.long, device=scores.device)
+    values = torch.tensor(list(bias.values()), dtype=scores.dtype, device=scores.device)
+    return scores.index_add(1, ids, values.expand(scores.shape[0], -1))
+
+
 def temperature(scores: torch.Tensor, value: float) -> torch.Tensor:
     """Scores / temperature: below 1 sharpens, above 1 flattens the distribution."""
     return scores / value
