@@ -76,6 +76,28 @@ class Event:
         return self.completion is not None
 
 
+class IncrementalText:
+    """The text of a growing list of token ids, decoding only the last few ids per token (vLLM's offsets).
+
+    Decoding ``ids[prefix:]`` and ``ids[prefix:read]`` and keeping the difference handles tokenizers whose
+    decode depends on the neighbouring token (leading spaces), and waits while a character is incomplete.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""  # final text so far: never ends inside a character
+        self.prefix = self.read = 0
+
+    def add(self, token: int) -> None:
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        after = self.tokenizer.decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith(INCOMPLETE):
+            self.text += after[len(before) :]
+            self.prefix, self.read = self.read, len(self.ids)
+
+
 class Request:
     """A running (or waiting) request: its plan from ``make_plan`` and the tokens generated so far."""
 
@@ -90,6 +112,7 @@ class Request:
         self.buffer[:, : self.prompt_len] = plan.input_ids
         self.length = self.prompt_len
         self.emitted = 0  # characters of text already handed out as deltas
+        self.text = IncrementalText(tokenizer)  # the generated text, decoded a few tokens at a time
         self.hold_back = max((len(s) for s in params.stops), default=1) - 1  # a stop string may be starting
         self.processors = _openai_processors(params, self.prompt_len) + plan.processors
         self.logprobs: list[TokenLogprob] | None = None if params.logprobs is None else []
@@ -126,6 +149,7 @@ class Request:
         """Record ``token``; the event carries the text it makes final and, when done, the completion."""
         self.buffer[0, self.length] = token
         self.length += 1
+        self.text.add(token)
         if self.logprobs is not None:
             self.logprobs.append(logprob)
         n_generated = self.length - self.prompt_len
@@ -146,13 +170,10 @@ class Request:
         """Text that no later token can change: not an incomplete character, not a possible stop start."""
         if self.params.stops and self.length - self.prompt_len < self.params.min_tokens:
             return ""  # a stop string seen now may still cut the final text here
-        text = self.tokenizer.decode(self.generated)
-        if text.endswith(INCOMPLETE):
-            return ""
-        final = len(text) - self.hold_back
+        final = len(self.text.text) - self.hold_back
         if final <= self.emitted:
             return ""
-        delta, self.emitted = text[self.emitted : final], final
+        delta, self.emitted = self.text.text[self.emitted : final], final
         return delta
 
     def _completion(self) -> Completion:
