@@ -20,7 +20,7 @@ class AttentionInputs:
     mask: torch.Tensor | None  # (B, 1, T, S) booleans, or None for plain causal attention
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B, 1, T, head_dim) each
     cache: KVCache | None = None
-    columns: torch.Tensor | None = None  # (B, T) cache columns of the new tokens
+    cache_index: torch.Tensor | None = None  # where the new tokens' keys/values go (KVCache.flat_index)
     used: int = 0  # cache columns in use after this step
 
 
@@ -46,7 +46,7 @@ class CausalSelfAttention(nn.Module):
         if inputs.rotary is not None:
             q, k = apply_rotary(q, *inputs.rotary), apply_rotary(k, *inputs.rotary)
         if inputs.cache is not None:  # keys/values of all cached tokens: (B, n_kv_head, S, head_dim)
-            k, v = inputs.cache.write(self.layer, k, v, inputs.columns, inputs.used)
+            k, v = inputs.cache.write(self.layer, k, v, inputs.cache_index, inputs.used)
         y = F.scaled_dot_product_attention(
             q,
             k,

@@ -83,12 +83,21 @@ class KVCache:
         self.next_position += mask.sum(-1)
         return columns, positions
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, columns: torch.Tensor, used: int):
-        """Store k, v (B, n_kv_head, T, head_dim) at ``columns`` (B, T); return the first ``used`` columns."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
-        self.k[layer][rows, :, columns] = k.transpose(1, 2).to(self.k.dtype)  # (B, T, n_kv_head, head_dim)
-        self.v[layer][rows, :, columns] = v.transpose(1, 2).to(self.v.dtype)
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, used: int):
+        """Store k, v (B, n_kv_head, T, head_dim) at ``index`` (from :meth:`flat_index`); return the
+        first ``used`` columns of the layer's keys and values, each (B, n_kv_head, used, head_dim)."""
+        for cache, new in ((self.k[layer], k), (self.v[layer], v)):
+            # one row copy per (row, head, token): far cheaper than advanced-index assignment
+            flat = cache.view(-1, cache.shape[-1])  # (B * n_kv_head * max_len, head_dim)
+            flat.index_copy_(0, index, new.reshape(-1, new.shape[-1]).to(cache.dtype))
         return self.k[layer, :, :, :used], self.v[layer, :, :, :used]
+
+    def flat_index(self, columns: torch.Tensor) -> torch.Tensor:
+        """Where new tokens at ``columns`` (B, T) go in a layer's cache viewed as rows of head_dim values:
+        (B * n_kv_head * T,) indices (b * n_kv_head + h) * max_len + column, the same for every layer."""
+        B, n_kv_head = columns.shape[0], self.k.shape[2]
+        heads = torch.arange(B * n_kv_head, device=columns.device).view(B, n_kv_head, 1)
+        return (heads * self.max_len + columns[:, None, :]).reshape(-1)
 
     def attention_mask(
         self, columns: torch.Tensor, positions: torch.Tensor, used: int, window: int | None

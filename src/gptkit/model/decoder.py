@@ -207,7 +207,9 @@ class GPT4LMHeadModel(nn.Module):
         self._check_positions(positions)
         used = int(cache.next_column.max())
         mask = cache.attention_mask(columns, positions, used, self.config.sliding_window)
-        inputs = AttentionInputs(mask, self._rotary(positions), cache=cache, columns=columns, used=used)
+        inputs = AttentionInputs(
+            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns), used=used
+        )
         return inputs, positions
 
     # ---- conveniences ------------------------------------------------------------------------------
