@@ -70,7 +70,7 @@ class MetricsLogger:
         self.jsonl_path = out_dir / "metrics.jsonl"
         self.csv_path = out_dir / "metrics.csv"
         self.tb = _tensorboard_writer(out_dir) if tensorboard else None
-        self.wandb = _wandb_run(wandb_project, config) if wandb_project else None
+        self.wandb = _wandb_run(wandb_project, config, out_dir) if wandb_project else None
 
     def log(self, row: dict[str, Any]) -> None:
         """Record one row of metrics (``step`` plus any named values)."""
@@ -147,10 +147,10 @@ def _tensorboard_writer(out_dir: Path):
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
-def _wandb_run(project: str, config: dict[str, Any] | None):
+def _wandb_run(project: str, config: dict[str, Any] | None, out_dir: Path):
     """A W&B run when wandb is installed, else None."""
     try:
         import wandb
     except ImportError:
         return None
-    return wandb.init(project=project, config=config)
+    return wandb.init(project=project, config=config, dir=str(out_dir))
