@@ -18,7 +18,7 @@ class AttentionInputs:
     """What every layer's attention shares in one forward pass (computed once by the decoder)."""
 
     mask: torch.Tensor | None  # (B, 1, T, S) booleans, or None for plain causal attention
-    rotary: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B, 1, T, head_dim) each
+    rotary: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B, T, 1, head_dim) each
     cache: KVCache | None = None
     cache_index: torch.Tensor | None = None  # where the new tokens' keys/values go (KVCache.flat_index)
     used: int = 0  # cache columns in use after this step
@@ -32,19 +32,19 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.dim_per_head
         q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
-        self.split_sizes = (q_dim, kv_dim, kv_dim)
         self.qkv = nn.Linear(config.n_embd, q_dim + 2 * kv_dim, bias=config.has_qkv_bias)  # [q; k; v]
         self.proj = nn.Linear(q_dim, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split_sizes, dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, head_dim)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
+        heads = self.qkv(x).view(B, T, -1, self.head_dim)  # (B, T, n_head + 2 * n_kv_head, head_dim)
+        qk, v = heads.split((self.n_head + self.n_kv_head, self.n_kv_head), dim=2)
         if inputs.rotary is not None:
-            q, k = apply_rotary(q, *inputs.rotary), apply_rotary(k, *inputs.rotary)
+            qk = apply_rotary(qk, *inputs.rotary)  # queries and keys rotated in one go
+        q, k = qk.split((self.n_head, self.n_kv_head), dim=2)
+        q = q.transpose(1, 2)  # (B, n_head, T, head_dim)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         if inputs.cache is not None:  # keys/values of all cached tokens: (B, n_kv_head, S, head_dim)
             k, v = inputs.cache.write(self.layer, k, v, inputs.cache_index, inputs.used)
         y = F.scaled_dot_product_attention(

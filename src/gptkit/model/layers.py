@@ -21,8 +21,7 @@ class RMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x / sqrt(mean(x^2) + eps), fused
         out = normed.to(x.dtype) * self.weight
         return out + self.bias if self.bias is not None else out
 
@@ -108,14 +107,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", rope_inverse_frequencies(config), persistent=False)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for integer positions (B, T): each (B, 1, T, head_dim)."""
+        """cos and sin for integer positions (B, T): each (B, T, 1, head_dim), broadcast over heads."""
         angles = positions[..., None].float() * self.inv_freq  # (B, T, head_dim/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, T, head_dim)
-        return angles.cos()[:, None], angles.sin()[:, None]
+        return angles.cos()[:, :, None], angles.sin()[:, :, None]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x * cos + rotate_half(x) * sin for x (B, H, T, D); computed in fp32, returned in x's dtype."""
+    """x * cos + rotate_half(x) * sin for x (B, T, H, D); computed in fp32, returned in x's dtype."""
     x32 = x.float()
     first, second = x32.chunk(2, dim=-1)
     rotated = torch.cat((-second, first), dim=-1)
