@@ -1,8 +1,10 @@
 """Benchmark: gptkit's training loop vs a plain fp32 PyTorch script on character-level tinyshakespeare.
 
 The well-known CPU config of nanoGPT's shakespeare_char: 4 layers, 4 heads, 128 wide, context 64, batch 12,
-2000 iterations, lr 1e-3 cosine to 1e-4, dropout 0, no biases. Prints wall times, final val losses and the
-ratio. Run: ``.venv/bin/python bench/train_shakespeare.py [--iters 2000] [--compile]``.
+2000 iterations, lr 1e-3 cosine to 1e-4, dropout 0, no biases. gptkit trains it twice: with learned
+positions (the plain script's model: loop speed like for like) and with RoPE (gptkit's config switch,
+evaluated along the way: time to a given loss). Prints training seconds, final val losses and the ratios.
+Run: ``.venv/bin/python bench/train_shakespeare.py [--iters 2000] [--dtype float32] [--compile]``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from gptkit.train import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, LR, MIN_LR, WARMUP = 4, 4, 128, 64, 12, 1e-3, 1e-4, 100
+EVAL_BATCHES = 200  # val loss = mean over this many random val batches (nanoGPT's CPU recipe uses 20)
+TARGET = 1.88  # the well-known val loss of this config
 
 
 def char_ids() -> tuple[np.ndarray, np.ndarray, int]:
@@ -44,16 +48,25 @@ def write_shards(directory: Path, train_ids: np.ndarray, val_ids: np.ndarray, vo
     return directory
 
 
-def run_gptkit(data_dir: Path, out_dir: Path, iters: int, dtype: str, compile: bool) -> tuple[float, float]:
-    """(training wall seconds, final val loss) of gptkit.train.train on the config above."""
+def run_gptkit(
+    data_dir: Path, out_dir: Path, iters: int, dtype: str, compile: bool, positions: str, evals: int
+):
+    """gptkit.train.train on the config above with ``positions`` ("learned" or "rope"), evaluating ``evals``
+    times along the way; returns the TrainResult (train_seconds excludes evaluation)."""
     config = TrainConfig(
-        data_dir=str(data_dir), out_dir=str(out_dir), model="gpt-nano", batch_size=BATCH, block_size=BLOCK,
-        max_iters=iters, lr=LR, min_lr=MIN_LR, warmup_iters=WARMUP, lr_decay_iters=iters, dtype=dtype,
-        compile=compile, eval_interval=iters, eval_iters=200, log_interval=100, checkpoint_interval=0,
-        keep_last=1, progress=False, tensorboard=False,
+        data_dir=str(data_dir), out_dir=str(out_dir), model={"preset": "gpt-nano", "positions": positions},
+        batch_size=BATCH, block_size=BLOCK, max_iters=iters, lr=LR, min_lr=MIN_LR, warmup_iters=WARMUP,
+        lr_decay_iters=iters, dtype=dtype, compile=compile, eval_interval=max(1, iters // evals),
+        eval_iters=EVAL_BATCHES, log_interval=100, checkpoint_interval=0, keep_last=1, progress=False,
+        tensorboard=False,
     )  # fmt: skip
-    result = train(config)
-    return result.wall_time, result.final_val_loss
+    return train(config)
+
+
+def seconds_to_reach(result, loss: float) -> float | None:
+    """Training seconds at the first evaluation whose val loss is <= ``loss`` (None if never)."""
+    reached = [step for step, val in sorted(result.val_losses.items()) if val <= loss]
+    return result.val_train_seconds[reached[0]] if reached else None
 
 
 # ---- the plain from-scratch script ------------------------------------------------------------------
@@ -126,33 +139,56 @@ def run_plain(train_ids: np.ndarray, val_ids: np.ndarray, vocab: int, iters: int
     wall = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        val = torch.stack([model(*batch(val_data)) for _ in range(200)]).mean().item()
+        val = torch.stack([model(*batch(val_data)) for _ in range(EVAL_BATCHES)]).mean().item()
     return wall, val
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2000)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile gptkit's model")
+    parser.add_argument("--evals", type=int, default=20, help="evaluations during the RoPE run")
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--out-dir", default="out/train_shakespeare", help="metrics, loss.png, checkpoint")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     train_ids, val_ids, vocab = char_ids()
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = write_shards(Path(tmp), train_ids, val_ids, vocab)
-        out_dir = Path(args.out_dir)
-        ours = run_gptkit(data_dir, out_dir, args.iters, args.dtype, args.compile)
-    rows = [(f"gptkit ({args.dtype}{', compiled' if args.compile else ''})", *ours)]
+        for positions, evals in (("learned", 1), ("rope", args.evals)):
+            out_dir = Path(args.out_dir) / positions
+            runs[positions] = run_gptkit(
+                data_dir, out_dir, args.iters, args.dtype, args.compile, positions, evals
+            )
+    tag = f"{args.dtype}{', compiled' if args.compile else ''}"
+    rows = [(f"gptkit, learned positions ({tag})", runs["learned"].train_seconds, runs["learned"].final_val_loss),
+            (f"gptkit, RoPE ({tag})", runs["rope"].train_seconds, runs["rope"].final_val_loss)]  # fmt: skip
     if not args.skip_plain:
-        rows.append(("plain PyTorch (fp32)", *run_plain(train_ids, val_ids, vocab, args.iters)))
-    print(f"\n{'loop':<32} {'wall s':>8} {'val loss':>9}")
+        rows.append(
+            ("plain PyTorch, learned positions (fp32)", *run_plain(train_ids, val_ids, vocab, args.iters))
+        )
+    print(f"\n{'loop':<44} {'train s':>8} {'val loss':>9}")
     for name, wall, val in rows:
-        print(f"{name:<32} {wall:>8.1f} {val:>9.4f}")
-    if len(rows) == 2:
-        print(f"speed-up (plain / gptkit wall time): {rows[1][1] / rows[0][1]:.2f}x")
-    print(f"loss plot: {out_dir / 'loss.png'}")
+        print(f"{name:<44} {wall:>8.1f} {val:>9.4f}")
+    print_ratios(rows, runs["rope"])
+    print(f"loss plots: {Path(args.out_dir) / '*' / 'loss.png'}")
+
+
+def print_ratios(rows: list[tuple[str, float, float]], rope) -> None:
+    """Same-model loop speed, and time to the plain loop's final loss and to the well-known 1.88."""
+    for target_name, target in (
+        ("1.88", TARGET),
+        *((("the plain loop's", rows[2][2]),) if len(rows) == 3 else ()),
+    ):
+        seconds = seconds_to_reach(rope, target)
+        when = f"after {seconds:.1f} s of training" if seconds is not None else "never"
+        print(f"gptkit RoPE reaches {target_name} val loss ({target:.4f}): {when}")
+    if len(rows) == 3:
+        print(f"loop speed, same model (plain / gptkit learned): {rows[2][1] / rows[0][1]:.2f}x")
+        seconds = seconds_to_reach(rope, rows[2][2])
+        if seconds is not None:
+            print(f"time to the same loss (plain / gptkit RoPE): {rows[2][1] / seconds:.2f}x")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ class TrainResult:
     final_step: int
     losses: list[float]  # training loss of every step this process ran (steps start_step+1 .. final_step)
     val_losses: dict[int, float] = field(default_factory=dict)
+    val_train_seconds: dict[int, float] = field(default_factory=dict)  # step -> train_seconds at that eval
     best_val_loss: float = math.inf
     val_bpb: float | None = None
     tokens: int = 0  # tokens trained on by this process's run, all ranks together
     wall_time: float = 0.0
+    train_seconds: float = 0.0  # time in training steps only (no eval, logging, samples, checkpoints)
     tokens_per_s: float = 0.0
     mfu: float | None = None
     checkpoint: Path | None = None
@@ -147,7 +149,9 @@ class Trainer:
             while self.step < c.max_iters:
                 lr = lr_at(self.step, c)
                 set_lr(self.optimizer, lr)
+                step_start = time.perf_counter()
                 loss = self.train_step()
+                result.train_seconds += time.perf_counter() - step_start
                 self.step += 1
                 self._check_finite(loss, lr)
                 result.losses.append(loss)
@@ -238,6 +242,7 @@ class Trainer:
         self.model.train()
         val = float(dist_.mean_across_ranks(torch.stack(losses).mean(), self.d))
         result.val_losses[self.step] = val
+        result.val_train_seconds[self.step] = result.train_seconds
         self.best_val_loss = min(self.best_val_loss, val)
         result.val_bpb = bits_per_byte(val, bytes_per_token)
         return {"val_loss": val, "val_bpb": result.val_bpb}
