@@ -1,0 +1,83 @@
+"""The ``gptkit serve`` subcommand: an OpenAI-compatible HTTP server for one model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gptkit.errors import GPTKitError
+from gptkit.registry import DEFAULT_MODEL
+
+API_KEY_ENV = "GPTKIT_API_KEY"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve``."""
+    from gptkit.serve.app import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
+
+    defaults = Limits()
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description="Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+        "/v1/models, /tokenize, /detokenize, /tokenizer_info, /health, /metrics), batching all clients "
+        "continuously on one model.",
+    )
+    p.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--served-model-name", help="the model name clients use (default: MODEL as given)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV})")
+    keys.add_argument("--api-key-file", type=Path, help="read the API key from this file")
+    p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
+    p.add_argument("--max-seq-len", type=int, default=None, help="tokens per request slot (default 2048)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="waiting requests before 429")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request before 408")
+    p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n per request")
+    p.add_argument("--max-tokens", type=int, default=None, help="largest max_tokens (default: the slot size)")
+    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 linears")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the model and serve it until interrupted."""
+    from gptkit.serve.app import Limits
+    from gptkit.serve.server import run
+
+    for name in ("port", "max_batch_size", "max_queue", "max_n"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise GPTKitError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.timeout <= 0:
+        raise GPTKitError(f"--timeout must be positive, got {args.timeout}")
+    run(
+        args.model,
+        host=args.host,
+        port=args.port,
+        served_name=args.served_model_name,
+        api_key=_api_key(args),
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+        limits=Limits(max_n=args.max_n, max_tokens=args.max_tokens),
+        dtype=args.dtype,
+        quantize=args.quantize,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key, --api-key-file or $GPTKIT_API_KEY (None: no authentication)."""
+    if args.api_key_file is not None:
+        key = args.api_key_file.read_text().strip()
+        if not key:
+            raise GPTKitError(f"the API key file {args.api_key_file} is empty")
+        return key
+    return args.api_key or os.environ.get(API_KEY_ENV) or None

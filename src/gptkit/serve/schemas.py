@@ -1,0 +1,180 @@
+"""Request bodies of the OpenAI-compatible API (pydantic). Unknown fields are ignored, as OpenAI clients
+send extras; every constraint error names its field, which becomes the error's ``param``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+
+Int = Annotated[int, Strict()]  # no bools, strings or floats where an integer is expected
+Float = Annotated[float, Strict()]  # ints are fine, strings and bools are not
+Bool = Annotated[bool, Strict()]
+
+
+def _encodable(text: str) -> str:
+    """JSON may carry lone surrogates (\\ud800) that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return text
+
+
+Text = Annotated[str, Strict(), AfterValidator(_encodable)]
+MAX_LOGPROBS = 20  # OpenAI's limit for completions' logprobs and chat's top_logprobs
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class StreamOptions(_Body):
+    include_usage: Bool = False
+
+
+class SamplingOptions(_Body):
+    """Options shared by completions and chat completions (vLLM's extras included)."""
+
+    model: str | None = None  # OpenAI requires it; we accept it omitted
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
+    n: Int = Field(default=1, ge=1)
+    stream: Bool = False
+    stream_options: StreamOptions | None = None
+    stop: Text | list[Text] | None = None
+    seed: Int | None = None
+    presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, Float] | None = None
+    user: str | None = None
+    # vLLM's extra sampling options
+    top_k: Int | None = Field(default=None, ge=-1)
+    min_tokens: Int = Field(default=0, ge=0)
+    repetition_penalty: Float | None = Field(default=None, ge=0.01, le=100)
+    ignore_eos: Bool = False
+    stop_token_ids: list[Int] | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_strings(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+            raise ValueError("must be a string or a list of strings")
+        if any(s == "" for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys must be token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"biases must be in [-100, 100], got {bias} for token {key}")
+        return value
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(SamplingOptions):
+    """POST /v1/completions."""
+
+    prompt: Text | list[Text] | list[int] | list[list[int]]
+    max_tokens: Int | None = Field(default=16, ge=0)
+    logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    echo: Bool = False
+    suffix: str | None = None
+    best_of: Int | None = Field(default=None, ge=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        """A string, a list of strings, a list of token ids or a list of such lists; never empty."""
+        if isinstance(value, str):
+            return _non_empty_text(value)
+        if not isinstance(value, list) or not value:
+            raise ValueError("must be a non-empty string, list of strings, or list of token ids")
+        if all(isinstance(p, str) for p in value):
+            return [_non_empty_text(p) for p in value]
+        if all(_is_int(t) for t in value):
+            return value
+        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in value):
+            return value
+        raise ValueError("must be a string, a list of strings, a list of token ids or a list of such lists")
+
+
+class ContentPart(_Body):
+    type: str
+    text: Text | None = None
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for part in value:
+                if part.type != "text" or part.text is None:
+                    raise ValueError(f"only text content parts are supported, got type {part.type!r}")
+        return value
+
+    def text(self) -> str:
+        """The message's content as one string (text parts joined)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content)
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+
+
+class ChatCompletionRequest(SamplingOptions):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    add_generation_prompt: Bool = True  # vLLM's extra
+
+
+class TokenizeRequest(_Body):
+    """POST /tokenize (vLLM's shape): a prompt, or chat messages rendered with the chat template."""
+
+    model: str | None = None
+    prompt: Text | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: Bool = True
+    add_generation_prompt: Bool = True
+    return_token_strs: Bool = False
+
+
+class DetokenizeRequest(_Body):
+    """POST /detokenize (vLLM's shape)."""
+
+    model: str | None = None
+    tokens: list[Int]
+
+
+def _non_empty_text(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return _encodable(text)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

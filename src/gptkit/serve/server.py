@@ -1,0 +1,105 @@
+"""Running the app: uvicorn in a background thread (tests, benchmarks, notebooks) or in the foreground (CLI)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from gptkit.serve.app import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits, create_app
+
+STARTUP_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 30.0
+
+__all__ = ["RunningServer", "create_app", "load_app", "run", "serve_in_thread"]
+
+
+@dataclass
+class RunningServer:
+    """A server started by :func:`serve_in_thread`: its base URL (``http://host:port``) and uvicorn server."""
+
+    url: str
+    host: str
+    port: int
+    server: uvicorn.Server
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
+    """Serve ``app`` with uvicorn in a daemon thread (port 0: a free port); stop it cleanly on exit."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gptkit-uvicorn", daemon=True)
+    thread.start()
+    try:
+        _wait_started(server, thread)
+        bound_port = server.servers[0].sockets[0].getsockname()[1]
+        yield RunningServer(f"http://{host}:{bound_port}", host, bound_port, server)
+    finally:
+        server.should_exit = True
+        thread.join(SHUTDOWN_TIMEOUT_S)
+
+
+def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server thread exited before it started (is the port in use?)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start within {STARTUP_TIMEOUT_S:g} s")
+        time.sleep(0.01)
+
+
+def load_app(
+    model_name_or_path: str,
+    *,
+    served_name: str | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
+    **options: Any,
+) -> FastAPI:
+    """Load a model and its tokenizer by registry name or path and build the app (options: create_app's)."""
+    from gptkit.model.decoder import GPT4LMHeadModel
+    from gptkit.tokenizer import GPT4Tokenizer
+
+    tokenizer = GPT4Tokenizer.from_pretrained(model_name_or_path)
+    model = GPT4LMHeadModel.from_pretrained(model_name_or_path, dtype=dtype, quantize=quantize).eval()
+    return create_app(model, tokenizer, model_name=served_name or str(model_name_or_path), **options)
+
+
+def run(
+    model_name_or_path: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    served_name: str | None = None,
+    api_key: str | None = None,
+    max_batch_size: int = 16,
+    max_seq_len: int | None = None,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    limits: Limits | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load the model and serve it in the foreground until interrupted."""
+    app = load_app(
+        model_name_or_path,
+        served_name=served_name,
+        dtype=dtype,
+        quantize=quantize,
+        api_key=api_key,
+        max_batch_size=max_batch_size,
+        max_seq_len=max_seq_len,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        limits=limits,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
