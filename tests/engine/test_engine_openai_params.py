@@ -105,3 +105,24 @@ def test_logit_bias_outside_the_vocabulary_is_refused(model, tokenizer):
     engine = Engine(model, tokenizer, max_batch_size=1, max_seq_len=64)
     with pytest.raises(GenerationError, match="logit_bias token ids must lie in"):
         engine.add_request([1, 2], SamplingParams(logit_bias={10**6: 1.0}))
+
+
+def test_a_request_whose_sampling_fails_ends_alone_with_an_error(model, tokenizer):
+    """repetition_penalty=1e-300 turns seen tokens' logits into inf: that request fails, the rest go on."""
+    engine = Engine(model, tokenizer, max_batch_size=3, max_seq_len=64)
+    broken = SamplingParams(max_tokens=6, temperature=1.0, repetition_penalty=1e-300, seed=0)
+    greedy = SamplingParams(max_tokens=6, temperature=0)
+    completions = engine.generate([PROMPTS[0], PROMPTS[1] * 2, PROMPTS[1]], [greedy, broken, greedy])
+    assert completions[1].finish_reason == "error" and "sampling failed" in completions[1].error
+    single = Engine(model, tokenizer, max_batch_size=1, max_seq_len=64)
+    for index, prompt in ((0, PROMPTS[0]), (2, PROMPTS[1])):
+        (alone,) = single.generate([prompt], greedy)
+        assert completions[index].token_ids == alone.token_ids and completions[index].error is None
+    assert sorted(engine.free_slots) == [0, 1, 2] and not engine.has_unfinished()
+
+
+def test_tiny_temperatures_decode_greedily(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=1, max_seq_len=64)
+    (greedy,) = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=0))
+    (tiny,) = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=5e-324, seed=1))
+    assert tiny.token_ids == greedy.token_ids

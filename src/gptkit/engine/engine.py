@@ -173,8 +173,17 @@ class Engine:
         return logits[:, -1].float()
 
     def _advance(self, request: Request, logits: torch.Tensor) -> Event:
-        """Pick the request's next token from its logits (1, V); free its slot when it finishes."""
-        event = request.append(*request.next_token(logits))
+        """Pick the request's next token from its logits (1, V); free its slot when it finishes.
+
+        A request whose own options make sampling fail (NaN / inf probabilities) ends with an error
+        completion; the other requests in the batch are not disturbed.
+        """
+        try:
+            token, logprob = request.next_token(logits)
+        except RuntimeError as error:
+            self._release(request)
+            return request.fail(f"sampling failed for this request's options: {error}")
+        event = request.append(token, logprob)
         if event.finished:
             self._release(request)
         return event

@@ -10,6 +10,7 @@ from typing import Any
 from gptkit.errors import GenerationError
 from gptkit.generation.config import GenerationConfig
 
+GREEDY_BELOW = 1e-5  # temperatures this small decode greedily (vLLM's rule): logits / 1e-300 overflow
 # GenerationConfig's option names -> ours, so validation errors name what the caller wrote
 _OUR_NAMES = {
     "max_new_tokens": "max_tokens",
@@ -24,7 +25,7 @@ class SamplingParams:
     """How one request is decoded and when it stops; ``temperature=0`` is greedy."""
 
     max_tokens: int = 16  # new tokens at most; 0 scores the prompt only (with prompt_logprobs)
-    temperature: float = 1.0  # 0 -> greedy; sampling otherwise
+    temperature: float = 1.0  # 0 (or below GREEDY_BELOW) -> greedy; sampling otherwise
     top_k: int = 0  # 0 disables
     top_p: float = 1.0
     repetition_penalty: float = 1.0
@@ -72,7 +73,7 @@ class SamplingParams:
         options: dict[str, Any] = dict(
             max_new_tokens=max(self.max_tokens, 1) if _is_int(self.max_tokens) else self.max_tokens,
             min_new_tokens=self.min_tokens,
-            do_sample=_is_number(self.temperature) and self.temperature > 0,
+            do_sample=_is_number(self.temperature) and self.temperature >= GREEDY_BELOW,
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,

@@ -19,7 +19,7 @@ from gptkit.generation.processors import (
 from gptkit.generation.stopping import truncate_at_stop
 from gptkit.generation.streamers import INCOMPLETE
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "error"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Completion:
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
     prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt token, None for the first
+    error: str | None = None  # why the request failed (finish_reason "error"); other requests go on
 
 
 @dataclass
@@ -160,6 +161,21 @@ class Request:
         delta = completion.text[self.emitted :]
         self.emitted = len(completion.text)
         return Event(self.id, token, delta, completion, logprob)
+
+    def fail(self, message: str) -> Event:
+        """End this request with an error (e.g. its sampling options gave NaN probabilities)."""
+        ids = self.generated
+        completion = Completion(
+            self.text.text,
+            ids,
+            "error",
+            self.prompt_len,
+            len(ids),
+            self.logprobs,
+            self.prompt_logprobs,
+            message,
+        )
+        return Event(self.id, None, "", completion)
 
     def finish_without_tokens(self) -> Event:
         """The single event of a max_tokens=0 request: no token, an empty completion."""

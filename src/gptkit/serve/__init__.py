@@ -1,6 +1,14 @@
-"""OpenAI-compatible HTTP server over gptkit's engine (FastAPI + uvicorn)."""
+"""OpenAI-compatible HTTP server over gptkit's engine (FastAPI + uvicorn); imported on first use."""
 
-from gptkit.serve.app import Limits, create_app
-from gptkit.serve.server import RunningServer, load_app, run, serve_in_thread
+from gptkit._lazy import lazy_getattr
 
-__all__ = ["Limits", "RunningServer", "create_app", "load_app", "run", "serve_in_thread"]
+_EXPORTS = {
+    "Limits": "gptkit.serve.limits",
+    "create_app": "gptkit.serve.app",
+    "RunningServer": "gptkit.serve.server",
+    "load_app": "gptkit.serve.server",
+    "run": "gptkit.serve.server",
+    "serve_in_thread": "gptkit.serve.server",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

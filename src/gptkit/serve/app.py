@@ -27,6 +27,7 @@ from gptkit.errors import ContextLengthError, GenerationError, TokenizerError
 from gptkit.serve import openai_format as fmt
 from gptkit.serve.driver import AsyncEngine, EngineFailed, QueueFull, RequestStream
 from gptkit.serve.errors import APIError, from_library_error, install_error_handlers, invalid
+from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
 from gptkit.serve.metrics import MetricsMiddleware, ServerMetrics
 from gptkit.serve.schemas import (
     ChatCompletionRequest,
@@ -36,27 +37,12 @@ from gptkit.serve.schemas import (
     TokenizeRequest,
 )
 
-DEFAULT_MAX_QUEUE = 256  # requests waiting for a slot before new ones get 429
-DEFAULT_TIMEOUT_S = 600.0  # one API call's generation time at most
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 DISCONNECT_POLL_S = 0.05
 RETRY_AFTER_S = 1
 PROTECTED_PREFIX = "/v1/"  # these routes, and the tokenizer's, need the API key when one is set
 PROTECTED_PATHS = frozenset({"/tokenize", "/detokenize"})
 INT64 = 2**63
-GREEDY_BELOW = 1e-5  # temperatures this small sample greedily (vLLM's rule): logits / 1e-300 overflow
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for. ``None`` token limits mean the engine slot size."""
-
-    max_n: int = 16  # choices per prompt (and n x prompts per request)
-    max_tokens: int | None = None
-    max_prompt_tokens: int | None = None
-    max_stop: int = 16  # stop strings per request
-    max_choices: int = 256  # prompts x n per request
-    max_body_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -500,10 +486,8 @@ def _sampling_params(
 
 
 def _temperature(value: float | None) -> float:
-    """OpenAI's default 1.0; a temperature below GREEDY_BELOW means greedy."""
-    if value is None:
-        return 1.0
-    return 0.0 if value < GREEDY_BELOW else value
+    """OpenAI's default 1.0 (tiny temperatures are greedy: SamplingParams' rule)."""
+    return 1.0 if value is None else value
 
 
 def _wrap_int64(value: int) -> int:
@@ -551,6 +535,9 @@ async def _events_or_error(state: ServerState, stream: RequestStream) -> AsyncIt
                 yield APIError(500, str(error), type="server_error")
                 return
             tracker.event(event)
+            if event.completion is not None and event.completion.error is not None:
+                yield APIError(400, event.completion.error, type="invalid_request_error")
+                return
             yield event
     finally:
         stream.close()

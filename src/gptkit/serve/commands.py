@@ -14,7 +14,7 @@ API_KEY_ENV = "GPTKIT_API_KEY"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve``."""
-    from gptkit.serve.app import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
+    from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
 
     defaults = Limits()
     p = subparsers.add_parser(
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model and serve it until interrupted."""
-    from gptkit.serve.app import Limits
+    from gptkit.serve.limits import Limits
     from gptkit.serve.server import run
 
     for name in ("port", "max_batch_size", "max_queue", "max_n"):

@@ -12,7 +12,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from gptkit.serve.app import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits, create_app
+from gptkit.serve.app import create_app
+from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
 
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
