@@ -1,9 +1,9 @@
-"""Decode benchmark: gptkit fp32 / bf16 / int8 vs transformers on the bundled SmolLM2-135M GGUF.
+"""Decode benchmark: gptkit fp32 / bf16 / int8 / int4 vs transformers on the bundled SmolLM2-135M GGUF.
 
 One table: load time, prefill tok/s (512-token prompt), greedy decode tok/s at batch 1 (64 tokens) and
 peak RSS; each configuration runs in its own subprocess so its peak RSS is its own.
 Run: `.venv/bin/python bench/decode.py [--threads 2] [--kernels]` (`--kernels` adds the per-layer
-matmul table: dense fp32/bf16 vs the int8/int4 weight-only kernels, M=1 and M=128).
+matmul table: dense fp32/bf16 vs the int8/int4 weight-only paths, M = 1 to 512 rows).
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ import torch.nn.functional as F
 from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 PROMPT_TOKENS, NEW_TOKENS = 512, 64
+KERNEL_ROWS = (1, 8, 9, 16, 32, 121, 512)  # --kernels: decode, the engine's batched decode, prefill
 CONFIGS = {  # name -> (loader, dtype, quantize)
     "gptkit fp32": ("gptkit", "float32", None),
     "gptkit bf16": ("gptkit", "bfloat16", None),
     "gptkit int8": ("gptkit", "float32", "int8"),
     "gptkit int8+bf16": ("gptkit", "bfloat16", "int8"),
+    "gptkit int4": ("gptkit", "float32", "int4"),
+    "gptkit int4+bf16": ("gptkit", "bfloat16", "int4"),
     "transformers fp32": ("transformers", "float32", None),
 }
 TEXT = (
@@ -141,45 +144,37 @@ def print_table(results: dict[str, dict]) -> None:
 
 
 def bench_kernels(threads: int) -> None:
-    """Microseconds per matmul for the SmolLM2-135M layer shapes, dense vs weight-only quantized."""
-    from gptkit.quant import quantize_int8
+    """Microseconds per matmul for the SmolLM2-135M layer shapes, dense vs weight-only quantized paths."""
+    from gptkit.quant import quantize_int4, quantize_int8
+    from gptkit.quant.int8 import dense_int8_matmul
 
     torch.set_num_threads(threads)
     int8mm, int4mm = torch.ops.aten._weight_int8pack_mm, torch.ops.aten._weight_int4pack_mm_for_cpu
     shapes = {"qkv": (576, 960), "proj": (576, 576), "gate_up": (576, 3072), "down": (1536, 576),
               "lm_head": (576, 49152)}  # fmt: skip
-    cols = ["fp32", "bf16", "int8 x fp32", "int8 x bf16", "int4g32 x bf16"]
+    cols = ["fp32", "bf16", "int8k x bf16", "int8 dense fp32", "int8 dense bf16", "int4k x bf16", "int4k x fp32"]  # fmt: skip
     print(f"{'layer':<8}{'M':>4}" + "".join(f"{c:>16}" for c in cols) + "   (us per call)")
     for layer, (K, N) in shapes.items():
         w = torch.randn(N, K) * 0.02
-        q, s = quantize_int8(w)
-        packed, sz = _int4_pack(w, 32)
-        for M in (1, 128):
+        q8, s8 = quantize_int8(w)
+        q4, sz = quantize_int4(w, 32)
+        q4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q4, 1)
+        for M in KERNEL_ROWS:
             x = torch.randn(M, K)
-            xb, wb, sb = x.bfloat16(), w.bfloat16(), s.bfloat16()
-            calls = [(F.linear, x, w), (F.linear, xb, wb), (int8mm, x, q, s), (int8mm, xb, q, sb),
-                     (int4mm, xb, packed, 32, sz)]  # fmt: skip
-            print(f"{layer:<8}{M:>4}" + "".join(f"{_time_us(c, M * N):>16.0f}" for c in calls))
-
-
-def _int4_pack(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric grouped uint4 in tinygemm layout: packed weight and bf16 (K/group, N, 2) scale/zero."""
-    N, K = w.shape
-    wg = w.reshape(N, K // group, group)
-    lo, hi = wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True)
-    scale = ((hi - lo) / 15).clamp(min=1e-6)
-    q = ((wg - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(N, K)
-    sz = torch.stack([scale.reshape(N, -1), (lo + 8 * scale).reshape(N, -1)], -1).transpose(0, 1)
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1), sz.contiguous().bfloat16()
+            xb, wb, sb = x.bfloat16(), w.bfloat16(), s8.bfloat16()
+            calls = [(F.linear, x, w), (F.linear, xb, wb), (int8mm, xb, q8, sb), (dense_int8_matmul, x, q8, s8),
+                     (dense_int8_matmul, xb, q8, s8), (int4mm, xb, q4, 32, sz)]  # fmt: skip
+            if M <= 8:  # 25-75x slower than bf16: only for the record
+                calls.append((int4mm, x, q4, 32, sz.float()))
+            print(f"{layer:<8}{M:>4}" + "".join(f"{_time_us(c, M * N):>16.0f}" for c in calls), flush=True)
 
 
 def _time_us(call: tuple, work: int) -> float:
-    """Mean microseconds of fn(*args) for call = (fn, *args); more repetitions for small work."""
+    """Best of 3 mean microseconds of fn(*args) for call = (fn, *args); more repetitions for small work."""
     fn, *args = call
     fn(*args)
     reps = max(2, min(200, int(2e7 // work)))
-    _, seconds = timed(lambda: [fn(*args) for _ in range(reps)])
-    return seconds / reps * 1e6
+    return min(timed(lambda: [fn(*args) for _ in range(reps)])[1] for _ in range(3)) / reps * 1e6
 
 
 def main() -> None:

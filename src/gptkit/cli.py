@@ -11,6 +11,9 @@ from gptkit.errors import GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog"
+# gptkit.quant.SCHEMES' names, listed here so that building the parser does not import torch
+QUANTIZE_CHOICES = ("int8", "int4", "int4-g64", "int4-g128")
+QUANTIZE_HELP = "weight-only int8 linears, or int4 (groups of 32; -g64/-g128) with an int8 lm_head"
 # Modules that add subcommands: each defines `register(subparsers)`. A module not written yet is skipped.
 COMMAND_MODULES = (
     "gptkit.train.commands",  # data prepare, tokenizer train, train, finetune
@@ -101,9 +104,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
-    p.add_argument(
-        "--quantize", choices=["int8"], default=None, help="weight-only int8 linears (faster decode)"
-    )
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.set_defaults(func=cmd_generate)
 
 

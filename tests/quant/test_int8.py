@@ -10,7 +10,7 @@ from torch import nn
 from gptkit import GPT4LMHeadModel
 from gptkit.config import MLP, GPT4Config, Norm, Positions
 from gptkit.errors import ConfigError
-from gptkit.quant import Int8Linear, quantize_int8, quantize_model
+from gptkit.quant import Int8Linear, int8, quantize_int8, quantize_model
 from gptkit.quant.int8 import KERNEL_MAX_ROWS
 
 
@@ -22,13 +22,15 @@ def test_quantize_int8_round_trips_within_half_a_step():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1, 40])  # kernel and dense paths
+@pytest.mark.parametrize("rows", [1, KERNEL_MAX_ROWS, KERNEL_MAX_ROWS + 1, 16, 64])  # kernel, dense paths
+@pytest.mark.parametrize("chunk", [int8.DENSE_CHUNK, 576 * 50])  # one dense chunk; 4 chunks, the last short
 @pytest.mark.parametrize("bias", [False, True])
-def test_int8_linear_matches_the_dequantized_matmul(dtype, rows, bias):
+def test_int8_linear_matches_the_dequantized_matmul(dtype, rows, chunk, bias, monkeypatch):
+    monkeypatch.setattr(int8, "DENSE_CHUNK", chunk)
     torch.manual_seed(0)
     linear = nn.Linear(576, 192, bias=bias).to(dtype)
     layer = Int8Linear.from_linear(linear)
-    x = torch.randn(2, rows, 576, dtype=dtype) if rows > 1 else torch.randn(1, 1, 576, dtype=dtype)
+    x = torch.randn(1, rows, 576, dtype=dtype)
     want = F.linear(
         x.float(), layer.dequantized_weight(), None if linear.bias is None else linear.bias.float()
     )
@@ -78,5 +80,5 @@ def test_a_quantized_model_survives_later_dtype_casts(dtype):
 
 
 def test_unknown_scheme_is_refused_naming_the_choices():
-    with pytest.raises(ConfigError, match="choose one of: int8"):
+    with pytest.raises(ConfigError, match="choose one of: int8, int4"):
         quantize_model(tiny_model(), "int3")

@@ -1,4 +1,4 @@
-"""Quality guard on the bundled SmolLM2-135M: int8 keeps greedy tokens and perplexity of the fp32 model."""
+"""Quality guard on the bundled SmolLM2-135M: int8 and int4 keep greedy tokens and perplexity of fp32."""
 
 from __future__ import annotations
 
@@ -17,15 +17,12 @@ PROMPTS = [
     "Photosynthesis is the process by which",
 ]
 NEW_TOKENS = 32
-
-
-@pytest.fixture(scope="module")
-def models(bundled_gguf):
-    """(fp32 model, int8 model with fp32 activations, int8 model with bf16 activations)."""
-    fp32 = GPT4LMHeadModel.from_pretrained(str(bundled_gguf))
-    int8 = GPT4LMHeadModel.from_pretrained(str(bundled_gguf), quantize="int8")
-    int8_bf16 = quantize_model(GPT4LMHeadModel.from_pretrained(str(bundled_gguf)), "int8", torch.bfloat16)
-    return fp32, int8, int8_bf16
+VARIANTS = {  # id -> (scheme, activation dtype; None: fp32 through from_pretrained(quantize=...))
+    "int8-fp32": ("int8", None),
+    "int8-bf16": ("int8", torch.bfloat16),
+    "int4-fp32": ("int4", None),
+    "int4-bf16": ("int4", torch.bfloat16),
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +30,33 @@ def tokenizer():
     return GPT4Tokenizer.from_pretrained("smollm2-135m-instruct")
 
 
-@torch.inference_mode()
-def teacher_forced_agreement(reference, candidate, tokenizer) -> float:
-    """Share of positions where candidate's argmax equals reference's greedy token (reference's continuation)."""
-    agree = total = 0
-    for prompt in PROMPTS:
-        ids = tokenizer.encode(prompt, return_tensors="pt")
-        # min_new_tokens suppresses EOS, so seq is reference's greedy path with EOS masked out
-        seq = reference.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
-        start = ids.shape[1] - 1  # logits at positions start.. predict the generated tokens
-        ref = reference(seq).logits[0, start:-1].argmax(-1)  # (NEW_TOKENS,)
-        got = candidate(seq).logits[0, start:-1].argmax(-1)
-        agree += int((ref == got).sum())
-        total += ref.numel()
-    return agree / total
+@pytest.fixture(scope="module")
+def reference(bundled_gguf, tokenizer, shakespeare):
+    """The fp32 model's greedy paths [(sequence, first predicting position, its tokens)] and perplexity."""
+    model = GPT4LMHeadModel.from_pretrained(str(bundled_gguf))
+    paths = []
+    with torch.inference_mode():
+        for prompt in PROMPTS:
+            ids = tokenizer.encode(prompt, return_tensors="pt")
+            # min_new_tokens suppresses EOS, so seq is the greedy path with EOS masked out
+            seq = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+            start = ids.shape[1] - 1  # logits at positions start.. predict the generated tokens
+            paths.append((seq, start, model(seq).logits[0, start:-1].argmax(-1)))  # (NEW_TOKENS,)
+    return paths, perplexity(model, shakespeare_ids(tokenizer, shakespeare))
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def quantized(request, bundled_gguf):
+    """One quantized variant at a time (module scope groups its tests, then frees it)."""
+    scheme, dtype = VARIANTS[request.param]
+    if dtype is None:
+        return GPT4LMHeadModel.from_pretrained(str(bundled_gguf), quantize=scheme)
+    return quantize_model(GPT4LMHeadModel.from_pretrained(str(bundled_gguf)), scheme, dtype)
+
+
+def shakespeare_ids(tokenizer, shakespeare: str) -> torch.Tensor:
+    """The first 2000 characters of tinyshakespeare: (1, 563)."""
+    return tokenizer.encode(shakespeare[:2000], return_tensors="pt")
 
 
 @torch.inference_mode()
@@ -54,15 +64,23 @@ def perplexity(model, ids: torch.Tensor) -> float:
     return math.exp(float(model(ids, labels=ids).loss))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("which", [1, 2], ids=["int8-fp32", "int8-bf16"])
-def test_int8_greedy_tokens_agree_with_fp32_on_95_percent_of_positions(models, tokenizer, which):
-    assert teacher_forced_agreement(models[0], models[which], tokenizer) >= 0.95
+@torch.inference_mode()
+def teacher_forced_agreement(paths, candidate) -> float:
+    """Share of positions where candidate's argmax equals the reference's greedy token on its own path."""
+    agree = total = 0
+    for seq, start, want in paths:
+        got = candidate(seq).logits[0, start:-1].argmax(-1)
+        agree += int((want == got).sum())
+        total += want.numel()
+    return agree / total
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", [1, 2], ids=["int8-fp32", "int8-bf16"])
-def test_int8_shakespeare_perplexity_within_one_percent_of_fp32(models, tokenizer, shakespeare, which):
-    ids = tokenizer.encode(shakespeare[:2000], return_tensors="pt")
-    reference, quantized = perplexity(models[0], ids), perplexity(models[which], ids)
-    assert abs(quantized / reference - 1) < 0.01, (reference, quantized)
+def test_greedy_tokens_agree_with_fp32_on_95_percent_of_positions(reference, quantized):
+    assert teacher_forced_agreement(reference[0], quantized) >= 0.95
+
+
+@pytest.mark.slow
+def test_shakespeare_perplexity_within_one_percent_of_fp32(reference, quantized, tokenizer, shakespeare):
+    want, got = reference[1], perplexity(quantized, shakespeare_ids(tokenizer, shakespeare))
+    assert abs(got / want - 1) < 0.01, (want, got)

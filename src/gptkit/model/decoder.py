@@ -110,7 +110,8 @@ class GPT4LMHeadModel(nn.Module):
         device: torch.device | str | None = None,
         quantize: str | None = None,
     ) -> GPT4LMHeadModel:
-        """Load a registered name, a .gguf file or a Hugging Face directory; ``quantize="int8"`` optional."""
+        """Load a registered name, a .gguf file or a Hugging Face directory; ``quantize`` is optional:
+        "int8", "int4", "int4-g64" or "int4-g128" (gptkit.quant.SCHEMES)."""
         from gptkit.weights.loading import load_pretrained
 
         return load_pretrained(name_or_path, dtype=dtype, device=device, quantize=quantize)

@@ -1,8 +1,9 @@
-"""Int8 weight-only linear: per-output-channel symmetric int8 weights, activations stay bf16/fp32.
+"""Int8 weight-only linear: per-output-channel symmetric int8 weights; the model's activations stay bf16/fp32.
 
-Decode (few rows) runs ``aten._weight_int8pack_mm`` in bf16, which streams 1 byte per weight instead of
-2 (bf16) or 4 (fp32); prefill (many rows) is compute-bound, so it casts the int8 weights to the activation
-dtype and uses the dense matmul, applying the per-channel scales to the output.
+Both paths compute in bf16 (fp32 inputs are cast and the output cast back), like the int4 kernel: decode
+(few rows) runs ``aten._weight_int8pack_mm``, which streams 1 byte per weight instead of 2 (bf16) or 4
+(fp32) and is ~15x slower with fp32 activations; batched decode and prefill (more rows) are compute-bound,
+so they cast the int8 weights to bf16 chunk by chunk for a dense matmul, scaling the output per channel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 KERNEL_DTYPE = torch.bfloat16  # the CPU int8pack kernel is ~15x slower with fp32 activations
 KERNEL_MAX_ROWS = 8  # above this the int8 kernel loses to a dense matmul (measured, docs/performance.md)
+DENSE_CHUNK = 2**21  # int8 weights cast at a time by the dense (many-row) path; 4 MiB in bf16
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,6 +28,18 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales = scales.to(KERNEL_DTYPE).float()
     q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
     return q, scales
+
+
+def dense_int8_matmul(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x (M, K) @ (q * scales)^T in x's dtype, casting q to it ``DENSE_CHUNK`` weights at a time.
+
+    Casting all of a large q at once allocates (and page-faults) a fresh dense copy on every call: 3-4x
+    slower for the 49152x576 lm_head at 9-16 rows (docs/performance.md).
+    """
+    rows = max(1, DENSE_CHUNK // q.shape[1])
+    parts = [F.linear(x, chunk.to(x.dtype)) for chunk in q.split(rows)]  # each (M, rows)
+    y = torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (M, N)
+    return y * scales.to(x.dtype)
 
 
 class Int8Linear(nn.Module):
@@ -54,15 +68,15 @@ class Int8Linear(nn.Module):
         return (self.weight_int8.float() * self.scales[:, None]).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., K) -> (..., N): int8 kernel in bf16 for few rows, dense matmul for many."""
+        """(..., K) -> (..., N), computed in bf16: the int8 kernel for few rows, a dense matmul for more."""
         shape = x.shape  # (..., K)
-        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
+        scales = self.scales.to(KERNEL_DTYPE)  # exact: the scales are bf16 values (quantize_int8)
         if x2.shape[0] <= KERNEL_MAX_ROWS:
-            scales = self.scales.to(KERNEL_DTYPE)  # exact: the scales are bf16 values (quantize_int8)
-            y = torch.ops.aten._weight_int8pack_mm(x2.to(KERNEL_DTYPE), self.weight_int8, scales)
-            y = y.to(x.dtype)  # (M, N)
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, scales)  # (M, N)
         else:
-            y = F.linear(x2, self.weight_int8.to(x.dtype)) * self.scales.to(x.dtype)  # (M, N)
+            y = dense_int8_matmul(x2, self.weight_int8, scales)  # (M, N)
+        y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y.reshape(*shape[:-1], self.out_features)

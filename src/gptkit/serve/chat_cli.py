@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gptkit.cli import QUANTIZE_CHOICES, QUANTIZE_HELP
 from gptkit.errors import ContextLengthError, GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -223,7 +224,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass (1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same answers")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
-    p.add_argument(
-        "--quantize", choices=["int8"], default=None, help="weight-only int8 linears (faster decode)"
-    )
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.set_defaults(func=cmd_chat)

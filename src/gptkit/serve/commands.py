@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from gptkit.cli import QUANTIZE_CHOICES, QUANTIZE_HELP
 from gptkit.errors import GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n per request")
     p.add_argument("--max-tokens", type=int, default=None, help="largest max_tokens (default: the slot size)")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 linears")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

@@ -29,7 +29,7 @@ def load_pretrained(
 ):
     """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode.
 
-    ``quantize="int8"`` swaps the linear layers for weight-only quantized ones (see gptkit.quant).
+    ``quantize`` ("int8", "int4", "int4-g64", "int4-g128") swaps the linear layers for weight-only quantized ones (see gptkit.quant).
     """
     from gptkit.model.decoder import GPT4LMHeadModel
 
