@@ -30,6 +30,7 @@ CONFIGS = {  # name -> (loader, dtype, quantize)
     "gptkit int4": ("gptkit", "float32", "int4"),
     "gptkit int4+bf16": ("gptkit", "bfloat16", "int4"),
     "transformers fp32": ("transformers", "float32", None),
+    "llama.cpp Q4_1": ("llama_cpp", None, None),  # the GGUF as it is, llama-cpp-python (bench extra)
 }
 TEXT = (
     "The history of natural language processing generally started in the 1950s, although work can be "
@@ -75,9 +76,11 @@ def load(loader: str, dtype: str, quantize: str | None):
 
 
 @torch.inference_mode()
-def measure_one(name: str) -> dict:
+def measure_one(name: str, threads: int) -> dict:
     """Load, prefill and decode one configuration; peak RSS of this process at the end."""
     ids = prompt_ids()
+    if CONFIGS[name][0] == "llama_cpp":
+        return measure_llama_cpp(ids[0].tolist(), threads)
     model, load_s = timed(lambda: load(*CONFIGS[name]))
     model(ids[:, :16])  # warm-up
     prefill = min(timed(lambda: model(ids))[1] for _ in range(2))
@@ -92,6 +95,29 @@ def measure_one(name: str) -> dict:
         "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "RSS now MiB": _rss_now_mib(),
         **aggregate,
+    }
+
+
+def measure_llama_cpp(ids: list[int], threads: int) -> dict:
+    """The same measurements with llama-cpp-python on the bundled GGUF: prefill by eval, greedy decode."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    path = str(bundled_path(REGISTRY[DEFAULT_MODEL]))
+    # n_batch = n_ctx: llm.scores keeps a row per position up to n_batch, read back for greedy decode
+    llm, load_s = timed(lambda: Llama(path, n_ctx=1024, n_batch=1024, n_threads=threads, verbose=False))
+    llm.eval(ids[:16])  # warm-up
+    prefill = min(timed(lambda: (llm.reset(), llm.eval(ids)))[1] for _ in range(2))
+    start = time.perf_counter()
+    for _ in range(NEW_TOKENS):
+        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    decode = time.perf_counter() - start
+    return {
+        "load s": load_s,
+        "prefill tok/s": len(ids) / prefill,
+        "decode tok/s": NEW_TOKENS / decode,
+        "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "RSS now MiB": _rss_now_mib(),
     }
 
 
@@ -129,15 +155,23 @@ def run_isolated(name: str, threads: int) -> dict | None:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    """Rows = configurations; ratio columns vs transformers fp32 (> 1 = gptkit better)."""
-    peer = results.get("transformers fp32")
+    """Rows = configurations; ratio columns vs transformers fp32 and llama.cpp (> 1 = better than the peer)."""
     keys = ["load s", "prefill tok/s", "decode tok/s", "weights MiB", "peak RSS MiB", "RSS now MiB"]
     aggregate = ["b4 agg tok/s", "b16 agg tok/s"]
-    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys + aggregate) + f"{'decode vs HF':>14}")
+    ratios = {  # column -> (row key, peer name, peer key)
+        "decode/HF": ("decode tok/s", "transformers fp32", "decode tok/s"),
+        "decode/llama": ("decode tok/s", "llama.cpp Q4_1", "decode tok/s"),
+        "prefill/llama": ("prefill tok/s", "llama.cpp Q4_1", "prefill tok/s"),
+        "b16/llama b1": ("b16 agg tok/s", "llama.cpp Q4_1", "decode tok/s"),
+        "RSS/llama": ("peak RSS MiB", "llama.cpp Q4_1", "peak RSS MiB"),
+    }
+    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys + aggregate + list(ratios)))
     for name, r in results.items():
-        ratio = f"{r['decode tok/s'] / peer['decode tok/s']:.2f}x" if peer else "n/a"
         cells = "".join(f"{r.get(k, float('nan')):>15.2f}" for k in keys + aggregate)
-        print(f"{name:<20}{cells}{ratio:>14}")
+        for key, peer, peer_key in ratios.values():
+            value = r.get(key, float("nan")) / results[peer][peer_key] if peer in results else float("nan")
+            cells += f"{value:>14.2f}x"
+        print(f"{name:<20}{cells}")
     print(
         "b4/b16 agg: gptkit.engine.Engine, 4 or 16 concurrent greedy requests, 16-token prompts, including prefill"
     )
@@ -185,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(measure_one(args.one)))
+        print(json.dumps(measure_one(args.one, args.threads)))
         return
     print(
         f"{DEFAULT_MODEL}: {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} greedy tokens, {args.threads} threads"
