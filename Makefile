@@ -44,8 +44,11 @@ format: setup-test
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# llama-cpp-python builds from source (~8 min); its default native build crashed on this CPU family.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+
 bench: setup
-	$(BIN)/pip install -q -e '.[bench]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/generate.py
 
 clean:

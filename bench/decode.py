@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -92,8 +91,8 @@ def measure_one(name: str, threads: int) -> dict:
         "prefill tok/s": PROMPT_TOKENS / prefill,
         "decode tok/s": (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9),
         "weights MiB": sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20,
-        "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "RSS now MiB": _rss_now_mib(),
+        "peak RSS MiB": _status_mib("VmHWM"),
+        "RSS now MiB": _status_mib("VmRSS"),
         **aggregate,
     }
 
@@ -116,8 +115,8 @@ def measure_llama_cpp(ids: list[int], threads: int) -> dict:
         "load s": load_s,
         "prefill tok/s": len(ids) / prefill,
         "decode tok/s": NEW_TOKENS / decode,
-        "peak RSS MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "RSS now MiB": _rss_now_mib(),
+        "peak RSS MiB": _status_mib("VmHWM"),
+        "RSS now MiB": _status_mib("VmRSS"),
     }
 
 
@@ -137,10 +136,11 @@ def engine_throughput(model) -> dict[str, float]:
     return out
 
 
-def _rss_now_mib() -> float:
-    """Current resident set size (after load + generate; peak RSS also holds the load's transients)."""
+def _status_mib(field: str) -> float:
+    """A /proc/self/status memory field in MiB: VmRSS (now) or VmHWM (this process image's peak; unlike
+    ru_maxrss it does not carry over the parent's peak across exec)."""
     with open("/proc/self/status") as status:
-        kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+        kib = next(line.split()[1] for line in status if line.startswith(f"{field}:"))
     return int(kib) / 1024
 
 

@@ -89,11 +89,12 @@ def eos_id() -> int:
     return GPT4Tokenizer.from_pretrained(DEFAULT_MODEL).eos_token_id
 
 
-def start_gptkit(threads: int, max_batch: int, seq_len: int) -> Server:
+def start_gptkit(threads: int, max_batch: int, seq_len: int, quantize: str | None) -> Server:
     """`gptkit serve` in a subprocess."""
     port = free_port()
     cmd = [sys.executable, "-m", "gptkit", "serve", DEFAULT_MODEL, "--port", str(port), "--log-level", "warning",
            "--max-batch-size", str(max_batch), "--max-seq-len", str(seq_len)]  # fmt: skip
+    cmd += ["--quantize", quantize] if quantize else []
     process = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return Server("gptkit", f"http://127.0.0.1:{port}", process, {"stream_options": {"include_usage": True}})
 
@@ -225,6 +226,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     parser.add_argument("--max-tokens", type=int, default=64, help="generated tokens per request")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of each server")
+    parser.add_argument("--quantize", default="int4", help="gptkit serve --quantize (empty: none)")
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 1,4 clients, 8 requests, 16 tokens"
     )
@@ -241,9 +243,13 @@ def main() -> None:
     bodies = [{**body, "prompt": p} for p in prompts]
     print(
         f"{DEFAULT_MODEL}: {args.requests} requests of ~{PROMPT_TOKENS} prompt tokens, {args.max_tokens} "
-        f"greedy tokens each, {args.threads} server threads, clients {levels}"
+        f"greedy tokens each, {args.threads} server threads, clients {levels}, gptkit --quantize {args.quantize}"
     )
-    results = {"gptkit": measure_server(start_gptkit(args.threads, max(levels), seq_len), bodies, levels)}
+    results = {
+        "gptkit": measure_server(
+            start_gptkit(args.threads, max(levels), seq_len, args.quantize or None), bodies, levels
+        )
+    }
     peer = start_llama_cpp(args.threads, seq_len)
     if peer is not None:
         results[peer.name] = measure_server(peer, bodies, levels)

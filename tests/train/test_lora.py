@@ -209,7 +209,7 @@ def test_bf16_autocast_and_bf16_weights():
 
 PEAK_RSS_SCRIPT = textwrap.dedent(
     """
-    import json, resource, torch
+    import json, torch
     from gptkit import GPT4LMHeadModel
     from gptkit.train.lora import apply_lora, lora_parameters
 
@@ -221,7 +221,9 @@ PEAK_RSS_SCRIPT = textwrap.dedent(
     loss = model(ids, labels=ids).loss
     loss.backward()
     grads = all(p.grad is not None for p in lora_parameters(model))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry over the parent's across exec)
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
     print(json.dumps(dict(total=total, trainable=trainable, loss=loss.item(), grads=grads, peak=peak)))
     """
 )
