@@ -2,8 +2,8 @@
 
 The well-known CPU config of nanoGPT's shakespeare_char: 4 layers, 4 heads, 128 wide, context 64, batch 12,
 2000 iterations, lr 1e-3 cosine to 1e-4, dropout 0, no biases. gptkit trains it twice: with learned
-positions (the plain script's model: loop speed like for like) and with RoPE (gptkit's config switch,
-evaluated along the way: time to a given loss). Prints training seconds, final val losses and the ratios.
+positions (the plain script's model: loop speed like for like) and Llama-style (RoPE, RMSNorm, SwiGLU:
+gptkit's config switches, same parameter count; evaluated along the way: time to a given loss). Prints training seconds, final val losses and the ratios.
 Run: ``.venv/bin/python bench/train_shakespeare.py [--iters 2000] [--dtype float32] [--compile]``.
 """
 
@@ -27,6 +27,18 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespear
 N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH, LR, MIN_LR, WARMUP = 4, 4, 128, 64, 12, 1e-3, 1e-4, 100
 EVAL_BATCHES = 200  # val loss = mean over this many random val batches (nanoGPT's CPU recipe uses 20)
 TARGET = 1.88  # the well-known val loss of this config
+# gptkit's config switches for the same size: RoPE, RMSNorm and SwiGLU with the MLP width that keeps the
+# parameter count (3 * 128 * 344 ~ 2 * 128 * 512): a Llama-style model, no position table
+ARCHITECTURES = {
+    "learned": {"preset": "gpt-nano"},
+    "llama": {
+        "preset": "gpt-nano",
+        "positions": "rope",
+        "norm": "rmsnorm",
+        "mlp": "swiglu",
+        "intermediate_size": 344,
+    },
+}
 
 
 def char_ids() -> tuple[np.ndarray, np.ndarray, int]:
@@ -48,13 +60,11 @@ def write_shards(directory: Path, train_ids: np.ndarray, val_ids: np.ndarray, vo
     return directory
 
 
-def run_gptkit(
-    data_dir: Path, out_dir: Path, iters: int, dtype: str, compile: bool, positions: str, evals: int
-):
-    """gptkit.train.train on the config above with ``positions`` ("learned" or "rope"), evaluating ``evals``
+def run_gptkit(data_dir: Path, out_dir: Path, iters: int, dtype: str, compile: bool, arch: str, evals: int):
+    """gptkit.train.train on the config above with an architecture of ARCHITECTURES, evaluating ``evals``
     times along the way; returns the TrainResult (train_seconds excludes evaluation)."""
     config = TrainConfig(
-        data_dir=str(data_dir), out_dir=str(out_dir), model={"preset": "gpt-nano", "positions": positions},
+        data_dir=str(data_dir), out_dir=str(out_dir), model=ARCHITECTURES[arch],
         batch_size=BATCH, block_size=BLOCK, max_iters=iters, lr=LR, min_lr=MIN_LR, warmup_iters=WARMUP,
         lr_decay_iters=iters, dtype=dtype, compile=compile, eval_interval=max(1, iters // evals),
         eval_iters=EVAL_BATCHES, log_interval=100, checkpoint_interval=0, keep_last=1, progress=False,
@@ -148,7 +158,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile gptkit's model")
-    parser.add_argument("--evals", type=int, default=20, help="evaluations during the RoPE run")
+    parser.add_argument("--evals", type=int, default=40, help="evaluations during the Llama-style run")
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--out-dir", default="out/train_shakespeare", help="metrics, loss.png, checkpoint")
     args = parser.parse_args()
@@ -156,14 +166,12 @@ def main() -> None:
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = write_shards(Path(tmp), train_ids, val_ids, vocab)
-        for positions, evals in (("learned", 1), ("rope", args.evals)):
-            out_dir = Path(args.out_dir) / positions
-            runs[positions] = run_gptkit(
-                data_dir, out_dir, args.iters, args.dtype, args.compile, positions, evals
-            )
+        for arch, evals in (("learned", 1), ("llama", args.evals)):
+            out_dir = Path(args.out_dir) / arch
+            runs[arch] = run_gptkit(data_dir, out_dir, args.iters, args.dtype, args.compile, arch, evals)
     tag = f"{args.dtype}{', compiled' if args.compile else ''}"
     rows = [(f"gptkit, learned positions ({tag})", runs["learned"].train_seconds, runs["learned"].final_val_loss),
-            (f"gptkit, RoPE ({tag})", runs["rope"].train_seconds, runs["rope"].final_val_loss)]  # fmt: skip
+            (f"gptkit, Llama-style ({tag})", runs["llama"].train_seconds, runs["llama"].final_val_loss)]  # fmt: skip
     if not args.skip_plain:
         rows.append(
             ("plain PyTorch, learned positions (fp32)", *run_plain(train_ids, val_ids, vocab, args.iters))
@@ -171,24 +179,24 @@ def main() -> None:
     print(f"\n{'loop':<44} {'train s':>8} {'val loss':>9}")
     for name, wall, val in rows:
         print(f"{name:<44} {wall:>8.1f} {val:>9.4f}")
-    print_ratios(rows, runs["rope"])
+    print_ratios(rows, runs["llama"])
     print(f"loss plots: {Path(args.out_dir) / '*' / 'loss.png'}")
 
 
-def print_ratios(rows: list[tuple[str, float, float]], rope) -> None:
+def print_ratios(rows: list[tuple[str, float, float]], llama) -> None:
     """Same-model loop speed, and time to the plain loop's final loss and to the well-known 1.88."""
     for target_name, target in (
         ("1.88", TARGET),
         *((("the plain loop's", rows[2][2]),) if len(rows) == 3 else ()),
     ):
-        seconds = seconds_to_reach(rope, target)
+        seconds = seconds_to_reach(llama, target)
         when = f"after {seconds:.1f} s of training" if seconds is not None else "never"
-        print(f"gptkit RoPE reaches {target_name} val loss ({target:.4f}): {when}")
+        print(f"gptkit Llama-style reaches {target_name} val loss ({target:.4f}): {when}")
     if len(rows) == 3:
         print(f"loop speed, same model (plain / gptkit learned): {rows[2][1] / rows[0][1]:.2f}x")
-        seconds = seconds_to_reach(rope, rows[2][2])
+        seconds = seconds_to_reach(llama, rows[2][2])
         if seconds is not None:
-            print(f"time to the same loss (plain / gptkit RoPE): {rows[2][1] / seconds:.2f}x")
+            print(f"time to the same loss (plain / gptkit Llama-style): {rows[2][1] / seconds:.2f}x")
 
 
 if __name__ == "__main__":
