@@ -111,7 +111,8 @@ def start_llama_cpp(threads: int, seq_len: int) -> Server | None:
     path = bundled_path(REGISTRY[DEFAULT_MODEL])
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
            "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(seq_len),
-           "--model_alias", DEFAULT_MODEL]  # fmt: skip
+           "--model_alias", DEFAULT_MODEL,
+           "--interrupt_requests", "False"]  # queue concurrent requests (its default cuts the running one off)  # fmt: skip
     return Server("llama.cpp", f"http://127.0.0.1:{port}", subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
 
 
