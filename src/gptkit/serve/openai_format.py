@@ -148,17 +148,26 @@ def completion_choice(
     }
 
 
+def envelope(
+    kind: str,
+    response_id: str,
+    created: int,
+    model: str,
+    choices: list[dict],
+    usage_: dict | None,
+    with_usage: bool,
+) -> dict[str, Any]:
+    """The fields every response and chunk share; ``usage`` only when ``with_usage``."""
+    body = {"id": response_id, "object": kind, "created": created, "model": model, "choices": choices}
+    if with_usage:
+        body["usage"] = usage_
+    return body
+
+
 def completion_response(
     response_id: str, created: int, model: str, choices: list[dict], usage_: dict
 ) -> dict[str, Any]:
-    return {
-        "id": response_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_,
-    }
+    return envelope("text_completion", response_id, created, model, choices, usage_, with_usage=True)
 
 
 def completion_chunk(
@@ -170,10 +179,7 @@ def completion_chunk(
     usage_: dict | None = None,
 ) -> dict[str, Any]:
     """One streamed piece of a completion (or the final usage-only chunk)."""
-    chunk = {"id": response_id, "object": "text_completion", "created": created, "model": model, "choices": choices}  # fmt: skip
-    if include_usage:
-        chunk["usage"] = usage_
-    return chunk
+    return envelope("text_completion", response_id, created, model, choices, usage_, include_usage)
 
 
 def completion_chunk_choice(
@@ -216,14 +222,7 @@ def chat_choice(
 def chat_response(
     response_id: str, created: int, model: str, choices: list[dict], usage_: dict
 ) -> dict[str, Any]:
-    return {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_,
-    }
+    return envelope("chat.completion", response_id, created, model, choices, usage_, with_usage=True)
 
 
 def chat_chunk(
@@ -235,10 +234,7 @@ def chat_chunk(
     usage_: dict | None = None,
 ) -> dict[str, Any]:
     """One streamed piece of a chat completion (or the final usage-only chunk)."""
-    chunk = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}  # fmt: skip
-    if include_usage:
-        chunk["usage"] = usage_
-    return chunk
+    return envelope("chat.completion.chunk", response_id, created, model, choices, usage_, include_usage)
 
 
 def chat_chunk_choice(
