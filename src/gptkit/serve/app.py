@@ -245,7 +245,8 @@ async def create_completion(body: CompletionRequest, http_request: Request, stat
     if body.stream:
         return _sse_response(stream, _completion_chunks(state, body, choices, stream))
     completions = await _collect(state, stream, http_request)
-    return fmt.completion_response(
+    return fmt.envelope(
+        fmt.COMPLETION,
         fmt.new_id("cmpl"),
         fmt.now(),
         state.model_name,
@@ -282,8 +283,8 @@ async def _completion_chunks(
 
     def chunk(choice_list: list[dict], usage: dict | None = None) -> str:
         return fmt.sse(
-            fmt.completion_chunk(
-                response_id, created, state.model_name, choice_list, body.include_usage, usage
+            fmt.envelope(
+                fmt.COMPLETION, response_id, created, state.model_name, choice_list, usage, body.include_usage
             )
         )
 
@@ -344,7 +345,8 @@ async def create_chat_completion(
     if body.stream:
         return _sse_response(stream, _chat_chunks(state, body, choices, stream))
     completions = await _collect(state, stream, http_request)
-    return fmt.chat_response(
+    return fmt.envelope(
+        fmt.CHAT,
         fmt.new_id("chatcmpl"),
         fmt.now(),
         state.model_name,
@@ -388,7 +390,9 @@ async def _chat_chunks(
 
     def chunk(choice_list: list[dict], usage: dict | None = None) -> str:
         return fmt.sse(
-            fmt.chat_chunk(response_id, created, state.model_name, choice_list, body.include_usage, usage)
+            fmt.envelope(
+                fmt.CHAT_CHUNK, response_id, created, state.model_name, choice_list, usage, body.include_usage
+            )
         )
 
     by_id = {c.request.id: c for c in choices}

@@ -148,6 +148,9 @@ def completion_choice(
     }
 
 
+COMPLETION, CHAT, CHAT_CHUNK = "text_completion", "chat.completion", "chat.completion.chunk"  # "object"
+
+
 def envelope(
     kind: str,
     response_id: str,
@@ -155,31 +158,14 @@ def envelope(
     model: str,
     choices: list[dict],
     usage_: dict | None,
-    with_usage: bool,
+    with_usage: bool = True,
 ) -> dict[str, Any]:
-    """The fields every response and chunk share; ``usage`` only when ``with_usage``."""
+    """A response or stream chunk of ``kind`` (completion chunks are "text_completion" too); ``usage``
+    only when ``with_usage`` (streams send it only when asked, on the last chunk)."""
     body = {"id": response_id, "object": kind, "created": created, "model": model, "choices": choices}
     if with_usage:
         body["usage"] = usage_
     return body
-
-
-def completion_response(
-    response_id: str, created: int, model: str, choices: list[dict], usage_: dict
-) -> dict[str, Any]:
-    return envelope("text_completion", response_id, created, model, choices, usage_, with_usage=True)
-
-
-def completion_chunk(
-    response_id: str,
-    created: int,
-    model: str,
-    choices: list[dict],
-    include_usage: bool,
-    usage_: dict | None = None,
-) -> dict[str, Any]:
-    """One streamed piece of a completion (or the final usage-only chunk)."""
-    return envelope("text_completion", response_id, created, model, choices, usage_, include_usage)
 
 
 def completion_chunk_choice(
@@ -217,24 +203,6 @@ def chat_choice(
         "logprobs": logprobs,
         "finish_reason": completion.finish_reason,
     }
-
-
-def chat_response(
-    response_id: str, created: int, model: str, choices: list[dict], usage_: dict
-) -> dict[str, Any]:
-    return envelope("chat.completion", response_id, created, model, choices, usage_, with_usage=True)
-
-
-def chat_chunk(
-    response_id: str,
-    created: int,
-    model: str,
-    choices: list[dict],
-    include_usage: bool,
-    usage_: dict | None = None,
-) -> dict[str, Any]:
-    """One streamed piece of a chat completion (or the final usage-only chunk)."""
-    return envelope("chat.completion.chunk", response_id, created, model, choices, usage_, include_usage)
 
 
 def chat_chunk_choice(
