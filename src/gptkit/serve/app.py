@@ -275,19 +275,23 @@ def _completion_prompts(state: ServerState, prompt: Any) -> list[list[int]]:
     return [list(p) for p in prompt]
 
 
+def _chunk_writer(state: ServerState, kind: str, id_prefix: str, include_usage: bool):
+    """``chunk(choices, usage=None) -> "data: ...\\n\\n"`` for one streamed response (one id, one time)."""
+    response_id, created = fmt.new_id(id_prefix), fmt.now()
+
+    def chunk(choice_list: list[dict], usage: dict | None = None) -> str:
+        return fmt.sse(
+            fmt.envelope(kind, response_id, created, state.model_name, choice_list, usage, include_usage)
+        )
+
+    return chunk
+
+
 async def _completion_chunks(
     state: ServerState, body: CompletionRequest, choices: list[Choice], stream: RequestStream
 ) -> AsyncIterator[str]:
     """SSE chunks of a streamed completion, then the usage chunk when asked, then [DONE]."""
-    response_id, created = fmt.new_id("cmpl"), fmt.now()
-
-    def chunk(choice_list: list[dict], usage: dict | None = None) -> str:
-        return fmt.sse(
-            fmt.envelope(
-                fmt.COMPLETION, response_id, created, state.model_name, choice_list, usage, body.include_usage
-            )
-        )
-
+    chunk = _chunk_writer(state, fmt.COMPLETION, "cmpl", body.include_usage)
     by_id = {c.request.id: c for c in choices}
     offsets = {c.index: fmt.OffsetCounter(state.token_text) for c in choices}
     if body.echo:
@@ -386,15 +390,7 @@ async def _chat_chunks(
     state: ServerState, body: ChatCompletionRequest, choices: list[Choice], stream: RequestStream
 ) -> AsyncIterator[str]:
     """SSE chunks of a streamed chat completion: the role first, content deltas, the finish, [DONE]."""
-    response_id, created = fmt.new_id("chatcmpl"), fmt.now()
-
-    def chunk(choice_list: list[dict], usage: dict | None = None) -> str:
-        return fmt.sse(
-            fmt.envelope(
-                fmt.CHAT_CHUNK, response_id, created, state.model_name, choice_list, usage, body.include_usage
-            )
-        )
-
+    chunk = _chunk_writer(state, fmt.CHAT_CHUNK, "chatcmpl", body.include_usage)
     by_id = {c.request.id: c for c in choices}
     for c in choices:
         yield chunk([fmt.chat_chunk_choice(c.index, {"role": "assistant", "content": ""})])
