@@ -55,7 +55,8 @@ def no_repeat_ngram(scores: torch.Tensor, input_ids: torch.Tensor, ngram_size: i
 def suppress_tokens(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     """Set the scores of ``token_ids`` to -inf (used to hold EOS back until min_new_tokens)."""
     ids = torch.as_tensor(list(token_ids), dtype=torch.long, device=scores.device)
-    return scores.index_fill(-1, ids[ids < scores.shape[-1]], FILTERED)  # ids beyond the head: nothing to hide
+    ids = ids[ids < scores.shape[-1]]  # ids beyond the head have no score to hide
+    return scores.index_fill(-1, ids, FILTERED)
 
 
 def min_new_tokens(
