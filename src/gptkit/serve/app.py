@@ -241,26 +241,13 @@ async def create_completion(body: CompletionRequest, http_request: Request, stat
             prompt_logprobs=body.logprobs if body.echo else None,
         ),
     )
-    stream = _submit(state, choices)
-    if body.stream:
-        return _sse_response(stream, _completion_chunks(state, body, choices, stream))
-    completions = await _collect(state, stream, http_request)
-    return fmt.envelope(
-        fmt.COMPLETION,
-        fmt.new_id("cmpl"),
-        fmt.now(),
-        state.model_name,
-        [
-            fmt.completion_choice(
-                c.index,
-                completions[c.request.id],
-                state.token_text,
-                c.prompt_ids if body.echo else None,
-                body.logprobs is not None,
-            )
-            for c in choices
-        ],
-        _usage(choices, completions),
+
+    def choice(c: Choice, completion: Completion) -> dict:
+        echoed = c.prompt_ids if body.echo else None
+        return fmt.completion_choice(c.index, completion, state.token_text, echoed, body.logprobs is not None)
+
+    return await _respond(
+        state, body, choices, http_request, _completion_chunks, (fmt.COMPLETION, "cmpl"), choice
     )
 
 
@@ -345,20 +332,24 @@ async def create_chat_completion(
         return _sampling_params(body, wanted, index, logprobs=logprobs, max_tokens_param=param)
 
     choices = _make_choices(state, body, [prompt_ids], "messages", params)
+
+    def choice(c: Choice, completion: Completion) -> dict:
+        return fmt.chat_choice(c.index, completion, state.token_text, body.logprobs)
+
+    return await _respond(state, body, choices, http_request, _chat_chunks, (fmt.CHAT, "chatcmpl"), choice)
+
+
+async def _respond(state, body, choices, http_request, chunks, kind_and_prefix, make_choice) -> Any:
+    """Submit the choices' requests; stream ``chunks(...)`` as SSE, or wait and build one response whose
+    choices are ``make_choice(choice, completion)`` (``kind_and_prefix``: the object name and id prefix)."""
     stream = _submit(state, choices)
     if body.stream:
-        return _sse_response(stream, _chat_chunks(state, body, choices, stream))
+        return _sse_response(stream, chunks(state, body, choices, stream))
     completions = await _collect(state, stream, http_request)
+    kind, prefix = kind_and_prefix
+    made = [make_choice(c, completions[c.request.id]) for c in choices]
     return fmt.envelope(
-        fmt.CHAT,
-        fmt.new_id("chatcmpl"),
-        fmt.now(),
-        state.model_name,
-        [
-            fmt.chat_choice(c.index, completions[c.request.id], state.token_text, body.logprobs)
-            for c in choices
-        ],
-        _usage(choices, completions),
+        kind, fmt.new_id(prefix), fmt.now(), state.model_name, made, _usage(choices, completions)
     )
 
 
