@@ -21,15 +21,16 @@ from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 PROMPT_TOKENS, NEW_TOKENS = 512, 64
 KERNEL_ROWS = (1, 8, 9, 16, 32, 121, 512)  # --kernels: decode, the engine's batched decode, prefill
-CONFIGS = {  # name -> (loader, dtype, quantize)
-    "gptkit fp32": ("gptkit", "float32", None),
-    "gptkit bf16": ("gptkit", "bfloat16", None),
-    "gptkit int8": ("gptkit", "float32", "int8"),
-    "gptkit int8+bf16": ("gptkit", "bfloat16", "int8"),
-    "gptkit int4": ("gptkit", "float32", "int4"),
-    "gptkit int4+bf16": ("gptkit", "bfloat16", "int4"),
-    "transformers fp32": ("transformers", "float32", None),
-    "llama.cpp Q4_1": ("llama_cpp", None, None),  # the GGUF as it is, llama-cpp-python (bench extra)
+CONFIGS = {  # name -> (loader, dtype, quantize, compile the engine's decode step)
+    "gptkit fp32": ("gptkit", "float32", None, False),
+    "gptkit bf16": ("gptkit", "bfloat16", None, False),
+    "gptkit int8": ("gptkit", "float32", "int8", False),
+    "gptkit int8+bf16": ("gptkit", "bfloat16", "int8", False),
+    "gptkit int4": ("gptkit", "float32", "int4", False),
+    "gptkit int4+bf16": ("gptkit", "bfloat16", "int4", False),
+    "gptkit int4+bf16 compiled": ("gptkit", "bfloat16", "int4", True),
+    "transformers fp32": ("transformers", "float32", None, False),
+    "llama.cpp Q4_1": ("llama_cpp", None, None, False),  # the GGUF as it is, llama-cpp-python (bench extra)
 }
 TEXT = (
     "The history of natural language processing generally started in the 1950s, although work can be "
@@ -80,16 +81,18 @@ def measure_one(name: str, threads: int) -> dict:
     ids = prompt_ids()
     if CONFIGS[name][0] == "llama_cpp":
         return measure_llama_cpp(ids[0].tolist(), threads)
-    model, load_s = timed(lambda: load(*CONFIGS[name]))
+    loader, *_, compile = CONFIGS[name]
+    model, load_s = timed(lambda: load(*CONFIGS[name][:3]))
     model(ids[:, :16])  # warm-up
     prefill = min(timed(lambda: model(ids))[1] for _ in range(2))
     gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
     out, total = timed(lambda: model.generate(ids, **gen))
-    aggregate = engine_throughput(model) if CONFIGS[name][0] == "gptkit" else {}
+    decode = (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9)
+    aggregate = engine_throughput(model, ids, compile) if loader == "gptkit" else {}
     return {
         "load s": load_s,
         "prefill tok/s": PROMPT_TOKENS / prefill,
-        "decode tok/s": (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9),
+        "decode tok/s": aggregate.pop("b1 tok/s") if compile else decode,
         "weights MiB": sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20,
         "peak RSS MiB": _status_mib("VmHWM"),
         "RSS now MiB": _status_mib("VmRSS"),
@@ -120,20 +123,38 @@ def measure_llama_cpp(ids: list[int], threads: int) -> dict:
     }
 
 
-def engine_throughput(model) -> dict[str, float]:
-    """Aggregate decode tok/s of the Engine with 4 and 16 concurrent greedy requests (16-token prompts)."""
+def engine_throughput(model, ids: torch.Tensor, compile: bool) -> dict[str, float]:
+    """The Engine's single-stream decode tok/s (after the 512-token prompt) and aggregate decode tok/s with
+    4 and 16 concurrent greedy requests (16-token prompts); with ``compile``, the compile time first."""
     from gptkit import GPT4Tokenizer
     from gptkit.engine import Engine, SamplingParams
 
     tokenizer = GPT4Tokenizer.from_pretrained(DEFAULT_MODEL)
-    prompts = [prompt_ids()[0, i * 16 : (i + 1) * 16].tolist() for i in range(16)]
+    engine = Engine(
+        model, tokenizer, max_batch_size=16, max_seq_len=PROMPT_TOKENS + NEW_TOKENS + 1, compile=compile
+    )
+    out = {"compile s": timed(engine.warm_up)[1]} if compile else {}
+    out["b1 tok/s"] = engine_single_stream(engine, ids[0].tolist())
+    prompts = [ids[0, i * 16 : (i + 1) * 16].tolist() for i in range(16)]
     params = SamplingParams(max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, temperature=0)
-    out = {}
     for batch in (4, 16):
-        engine = Engine(model, tokenizer, max_batch_size=batch, max_seq_len=16 + NEW_TOKENS + 1)
-        done, seconds = timed(lambda engine=engine, batch=batch: engine.generate(prompts[:batch], params))
+        done, seconds = timed(lambda batch=batch: engine.generate(prompts[:batch], params))
         out[f"b{batch} agg tok/s"] = sum(c.completion_tokens for c in done) / seconds
     return out
+
+
+def engine_single_stream(engine, prompt: list[int]) -> float:
+    """Greedy decode tok/s of one request through the engine, from its first token (after the prefill)."""
+    from gptkit.engine import SamplingParams
+
+    engine.add_request(
+        prompt, SamplingParams(max_tokens=NEW_TOKENS + 1, min_tokens=NEW_TOKENS + 1, temperature=0)
+    )
+    engine.step()  # admission: prefill and the first token
+    start = time.perf_counter()
+    while engine.has_unfinished():
+        engine.step()
+    return NEW_TOKENS / (time.perf_counter() - start)
 
 
 def _status_mib(field: str) -> float:
@@ -157,7 +178,7 @@ def run_isolated(name: str, threads: int) -> dict | None:
 def print_table(results: dict[str, dict]) -> None:
     """Rows = configurations; ratio columns vs transformers fp32 and llama.cpp (> 1 = better than the peer)."""
     keys = ["load s", "prefill tok/s", "decode tok/s", "weights MiB", "peak RSS MiB", "RSS now MiB"]
-    aggregate = ["b4 agg tok/s", "b16 agg tok/s"]
+    aggregate = ["b1 tok/s", "b4 agg tok/s", "b16 agg tok/s", "compile s"]
     ratios = {  # column -> (row key, peer name, peer key)
         "decode/HF": ("decode tok/s", "transformers fp32", "decode tok/s"),
         "decode/llama": ("decode tok/s", "llama.cpp Q4_1", "decode tok/s"),
@@ -165,16 +186,16 @@ def print_table(results: dict[str, dict]) -> None:
         "b16/llama b1": ("b16 agg tok/s", "llama.cpp Q4_1", "decode tok/s"),
         "RSS/llama": ("peak RSS MiB", "llama.cpp Q4_1", "peak RSS MiB"),
     }
-    print(f"{'config':<20}" + "".join(f"{k:>15}" for k in keys + aggregate + list(ratios)))
+    print(f"{'config':<26}" + "".join(f"{k:>15}" for k in keys + aggregate + list(ratios)))
     for name, r in results.items():
         cells = "".join(f"{r.get(k, float('nan')):>15.2f}" for k in keys + aggregate)
         for key, peer, peer_key in ratios.values():
             value = r.get(key, float("nan")) / results[peer][peer_key] if peer in results else float("nan")
             cells += f"{value:>14.2f}x"
-        print(f"{name:<20}{cells}")
-    print(
-        "b4/b16 agg: gptkit.engine.Engine, 4 or 16 concurrent greedy requests, 16-token prompts, including prefill"
-    )
+        print(f"{name:<26}{cells}")
+    print("decode: model.generate after the prompt; 'compiled': the Engine's compiled step (b1, one request)")
+    print("b1: gptkit.engine.Engine, one request after the prompt; b4/b16 agg: 4 or 16 concurrent greedy")
+    print("requests, 16-token prompts, including prefill; compile s: Engine.warm_up with compile=True")
 
 
 def bench_kernels(threads: int) -> None:

@@ -8,7 +8,11 @@ import torch
 def test_prefill_through_a_row_range_touches_only_that_row(model):
     cache = model.new_cache(3, 16)
     model(torch.tensor([[4, 5, 6], [7, 8, 9], [1, 2, 3]]), cache=cache)
-    before = {name: getattr(cache, name).clone() for name in ("k", "v", "valid", "next_column")}
+    stacked = {
+        name: lambda c, name=name: torch.stack(getattr(c, name), 1) for name in ("k", "v")
+    }  # (B, L, ...)
+    state = {"valid": lambda c: c.valid, "next_column": lambda c: c.next_column, **stacked}
+    before = {name: read(cache).clone() for name, read in state.items()}
     cache.reset_rows([1])
     row = cache.row_range(1, 2)
     alone = model(torch.tensor([[9, 9, 9, 9, 9]]), cache=row, logits_to_keep=1).logits
@@ -16,6 +20,5 @@ def test_prefill_through_a_row_range_touches_only_that_row(model):
     torch.testing.assert_close(alone, fresh)
     assert cache.next_column.tolist() == [3, 5, 3] and int(cache.valid[1].sum()) == 5
     for name, old in before.items():
-        batch_dim = 1 if name in ("k", "v") else 0  # k, v: (n_layer, B, ...); the rest (B, ...)
         for other in (0, 2):
-            assert torch.equal(getattr(cache, name).select(batch_dim, other), old.select(batch_dim, other))
+            assert torch.equal(state[name](cache)[other], old[other])

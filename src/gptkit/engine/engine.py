@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.request import Completion, Event, Request
 from gptkit.errors import ContextLengthError, GenerationError
@@ -31,7 +32,13 @@ class Engine:
     """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: Any, max_batch_size: int = 16, max_seq_len: int | None = None
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        max_batch_size: int = 16,
+        max_seq_len: int | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         context = model.config.context_length
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
@@ -44,7 +51,8 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
-        self.cache = model.new_cache(max_batch_size, max_seq_len)  # (n_layer, slots, n_kv_head, S, head_dim)
+        self.cache = model.new_cache(max_batch_size, max_seq_len)  # per layer (slots, n_kv_head, S, head_dim)
+        self.decode = DecodeStep(model, compile)
         self.waiting: deque[Request] = deque()
         self.running: dict[int, Request] = {}  # slot -> request
         self.free_slots = list(range(max_batch_size))  # a heap: the lowest free slot is taken first
@@ -142,9 +150,8 @@ class Engine:
         occupied = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1); 0 = idle slot
         for slot, request in self.running.items():
             tokens[slot, 0], occupied[slot, 0] = request.last_token, 1
-        mask = None if len(self.running) == width else occupied
         rows = self.cache.row_range(0, width)
-        logits = self.model(tokens, attention_mask=mask, cache=rows, logits_to_keep=1).logits[:, -1].float()
+        logits = self.decode(tokens, occupied, rows).float()  # (width, V)
         idle = [slot for slot in range(width) if slot not in self.running]
         if idle:
             rows.reset_rows(idle)  # their pad token took a column: keep idle slots empty
@@ -197,6 +204,14 @@ class Engine:
         request.slot = None
 
     # ---- conveniences ------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Decode a short request alone, then two together: a compiled engine compiles both of its graphs
+        (one row; several rows) now rather than during the first real requests. Needs two free slots."""
+        params = SamplingParams(max_tokens=2, temperature=0)
+        self.generate([[0]], params)
+        if self.max_batch_size > 1:
+            self.generate([[0], [0, 0]], params)
+
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
     ) -> list[Completion]:

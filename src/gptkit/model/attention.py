@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +18,10 @@ from gptkit.model.layers import apply_rotary
 class AttentionInputs:
     """What every layer's attention shares in one forward pass (computed once by the decoder)."""
 
-    mask: torch.Tensor | None  # (B, 1, T, S) booleans, or None for plain causal attention
+    mask: torch.Tensor | None  # (B, 1, T, S) booleans (S: the cache columns in use), or None: plain causal
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B, T, 1, head_dim) each
-    cache: KVCache | None = None
+    cache: KVCache | None = None  # with a cache there is always a mask
     cache_index: torch.Tensor | None = None  # where the new tokens' keys/values go (KVCache.flat_index)
-    used: int = 0  # cache columns in use after this step
 
 
 class CausalSelfAttention(nn.Module):
@@ -46,14 +46,39 @@ class CausalSelfAttention(nn.Module):
         q = q.transpose(1, 2)  # (B, n_head, T, head_dim)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         if inputs.cache is not None:  # keys/values of all cached tokens: (B, n_kv_head, S, head_dim)
-            k, v = inputs.cache.write(self.layer, k, v, inputs.cache_index, inputs.used)
-        y = F.scaled_dot_product_attention(
+            used = inputs.mask.shape[-1]  # the cache columns in use, mask: (B, 1, T, used)
+            k, v = inputs.cache.write(self.layer, k, v, inputs.cache_index, used)
+        if T == 1 and inputs.mask is not None and torch.compiler.is_compiling():
+            y = single_query_attention(q, k, v, inputs.mask)  # fused by inductor; eagerly SDPA is faster
+        else:
+            y = self._sdpa(q, k, v, inputs.mask)  # (B, n_head, T, head_dim)
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+    def _sdpa(self, q, k, v, mask):
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=inputs.mask,
-            is_causal=inputs.mask is None,
+            attn_mask=mask,
+            is_causal=mask is None,
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
-        )  # (B, n_head, T, head_dim)
-        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+        )
+
+
+def single_query_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one new token per row (decode) written as broadcast products and sums, for inductor
+    to fuse into two reduction loops over the cache (SDPA and bmm are separate kernels with copies).
+
+    q (B, n_head, 1, D); k, v (B, n_kv_head, S, D); mask (B, 1, 1, S) booleans -> (B, n_head, 1, D). The
+    n_head / n_kv_head query heads sharing a key head read its keys once, without expanding them.
+    """
+    B, n_head, _, D = q.shape
+    n_kv_head = k.shape[1]
+    grouped = q.view(B, n_kv_head, n_head // n_kv_head, 1, D).float()  # (B, n_kv_head, group, 1, D)
+    scores = (grouped * k[:, :, None].float()).sum(-1) / math.sqrt(D)  # (B, n_kv_head, group, S)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    y = (probs[..., None] * v[:, :, None].float()).sum(-2)  # (B, n_kv_head, group, D)
+    return y.to(q.dtype).view(B, n_head, 1, D)

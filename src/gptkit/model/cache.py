@@ -9,7 +9,8 @@ from gptkit.errors import ContextLengthError
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated once: each (n_layer, B, n_kv_head, max_len, head_dim).
+    """Keys and values of every layer, preallocated once: ``k[layer]`` and ``v[layer]`` are each
+    (B, n_kv_head, max_len, head_dim), one tensor per layer so that a compiled step updates them in place.
 
     Column ``c`` of row ``b`` holds one token. ``valid[b, c]`` says whether it is a real (non-pad) token,
     ``positions[b, c]`` its position id, and ``next_position[b]`` how many real tokens row ``b`` has seen.
@@ -25,9 +26,9 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
-        shape = (config.n_layer, batch_size, config.kv_heads, max_len, config.dim_per_head)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch_size, config.kv_heads, max_len, config.dim_per_head)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # (B, S)
         self.positions = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, S)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
@@ -49,7 +50,8 @@ class KVCache:
         """A cache over rows [start, stop) that shares this one's storage: writes land here, other rows
         stay untouched (an engine prefills one slot, or decodes the occupied slots, through it)."""
         view = object.__new__(KVCache)
-        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]  # slices are views, not copies
+        view.k = [k[start:stop] for k in self.k]  # slices are views, not copies
+        view.v = [v[start:stop] for v in self.v]
         for name in ("valid", "positions", "next_position", "next_column"):
             setattr(view, name, getattr(self, name)[start:stop])
         view.max_len = self.max_len
@@ -57,8 +59,8 @@ class KVCache:
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Reorder/duplicate rows in place (beam search): row i becomes old row ``rows[i]``."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
         for name in ("valid", "positions", "next_position", "next_column"):
             setattr(self, name, getattr(self, name)[rows])
 
@@ -90,12 +92,12 @@ class KVCache:
             # one row copy per (row, head, token): far cheaper than advanced-index assignment
             flat = cache.view(-1, cache.shape[-1])  # (B * n_kv_head * max_len, head_dim)
             flat.index_copy_(0, index, new.reshape(-1, new.shape[-1]).to(cache.dtype))
-        return self.k[layer, :, :, :used], self.v[layer, :, :, :used]
+        return self.k[layer][:, :, :used], self.v[layer][:, :, :used]
 
     def flat_index(self, columns: torch.Tensor) -> torch.Tensor:
         """Where new tokens at ``columns`` (B, T) go in a layer's cache viewed as rows of head_dim values:
         (B * n_kv_head * T,) indices (b * n_kv_head + h) * max_len + column, the same for every layer."""
-        B, n_kv_head = columns.shape[0], self.k.shape[2]
+        B, n_kv_head = columns.shape[0], self.k[0].shape[1]
         heads = torch.arange(B * n_kv_head, device=columns.device).view(B, n_kv_head, 1)
         return (heads * self.max_len + columns[:, None, :]).reshape(-1)
 

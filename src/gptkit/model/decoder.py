@@ -150,20 +150,34 @@ class GPT4LMHeadModel(nn.Module):
         if cache is None:
             inputs, positions = self._uncached_inputs(token_mask, attention_mask is not None, position_ids)
         else:
-            inputs, positions = self._cached_inputs(token_mask, cache, position_ids)
-        x = self._embed(input_ids, positions)  # (B, T, n_embd)
-        for block in self.blocks:
-            x = block(x, inputs)
-        x = self.norm(x)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.lm_head(x)  # (B, T, vocab)
+            inputs, positions = self.cached_inputs(token_mask, cache, position_ids)
+        logits = self.transformer(input_ids, positions, inputs, logits_to_keep)  # (B, T, vocab)
         loss = None
         if labels is not None:
             loss = next_token_loss(logits, labels)
         elif targets is not None:
             loss = aligned_token_loss(logits, targets)
         return CausalLMOutput(logits=logits, loss=loss)
+
+    def transformer(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        inputs: AttentionInputs,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        """The network proper on prepared attention inputs: embed -> blocks -> norm -> head, logits (B, T, V).
+
+        No data-dependent Python control flow happens here, so a fixed-shape step can be torch.compile'd
+        (gptkit.engine.compiled); masks, cache columns and checks are made by the caller.
+        """
+        x = self._embed(input_ids, positions)  # (B, T, n_embd)
+        for block in self.blocks:
+            x = block(x, inputs)
+        x = self.norm(x)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self.lm_head(x)  # (B, T or logits_to_keep, vocab)
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token embeddings plus absolute position information (learned or sinusoidal), if any."""
@@ -200,8 +214,11 @@ class GPT4LMHeadModel(nn.Module):
             mask = None
         return AttentionInputs(mask=mask, rotary=self._rotary(position_ids)), position_ids
 
-    def _cached_inputs(self, token_mask: torch.Tensor, cache: KVCache, position_ids: torch.Tensor | None):
-        """Attention of the new tokens over everything the cache holds for their row."""
+    def cached_inputs(
+        self, token_mask: torch.Tensor, cache: KVCache, position_ids: torch.Tensor | None = None
+    ) -> tuple[AttentionInputs, torch.Tensor]:
+        """Reserve cache columns for new tokens (B, T mask of real ones): their attention inputs over
+        everything the cache holds for their row, and their position ids (B, T)."""
         columns, positions = cache.allocate(token_mask)
         if position_ids is not None:
             positions = position_ids
@@ -209,7 +226,7 @@ class GPT4LMHeadModel(nn.Module):
         used = int(cache.next_column.max())
         mask = cache.attention_mask(columns, positions, used, self.config.sliding_window)
         inputs = AttentionInputs(
-            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns), used=used
+            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns)
         )
         return inputs, positions
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptkit.quant.kernels import int8_weight_mm
+
 KERNEL_DTYPE = torch.bfloat16  # the CPU int8pack kernel is ~15x slower with fp32 activations
 KERNEL_MAX_ROWS = 8  # above this the int8 kernel loses to a dense matmul (measured, docs/performance.md)
 DENSE_CHUNK = 2**21  # int8 weights cast at a time by the dense (many-row) path; 4 MiB in bf16
@@ -72,8 +74,9 @@ class Int8Linear(nn.Module):
         shape = x.shape  # (..., K)
         x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
         scales = self.scales.to(KERNEL_DTYPE)  # exact: the scales are bf16 values (quantize_int8)
-        if x2.shape[0] <= KERNEL_MAX_ROWS:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, scales)  # (M, N)
+        # a compiled graph always takes the kernel (is_compiling first: no guard on M, one graph for any M)
+        if torch.compiler.is_compiling() or x2.shape[0] <= KERNEL_MAX_ROWS:
+            y = int8_weight_mm(x2, self.weight_int8, scales)  # (M, N)
         else:
             y = dense_int8_matmul(x2, self.weight_int8, scales)  # (M, N)
         y = y.to(x.dtype)

@@ -87,9 +87,14 @@ def create_app(
     max_queue: int = DEFAULT_MAX_QUEUE,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     limits: Limits | None = None,
+    compile: bool = False,
 ) -> FastAPI:
-    """An OpenAI-compatible app serving ``model`` as ``model_name`` with continuous batching."""
-    driver = AsyncEngine(Engine(model, tokenizer, max_batch_size, max_seq_len), max_queue)
+    """An OpenAI-compatible app serving ``model`` as ``model_name`` with continuous batching
+    (``compile``: torch.compile the decode step, compiled here before the app is returned)."""
+    engine = Engine(model, tokenizer, max_batch_size, max_seq_len, compile=compile)
+    if compile:
+        engine.warm_up()
+    driver = AsyncEngine(engine, max_queue)
     metrics = ServerMetrics(lambda: driver.num_waiting, lambda: driver.num_running)
     state = ServerState(
         driver, tokenizer, model_name, api_key or None, limits or Limits(), timeout_s, metrics

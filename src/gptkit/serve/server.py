@@ -88,6 +88,7 @@ def run(
     limits: Limits | None = None,
     dtype: str | None = None,
     quantize: str | None = None,
+    compile: bool = False,
     log_level: str = "info",
 ) -> None:
     """Load the model and serve it in the foreground until interrupted."""
@@ -102,5 +103,6 @@ def run(
         max_queue=max_queue,
         timeout_s=timeout_s,
         limits=limits,
+        compile=compile,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,73 @@
+"""The engine's decode forward, optionally through torch.compile, with an eager fallback.
+
+Each step prepares its attention inputs eagerly (cache columns, mask, rotary angles: data-dependent
+Python), then runs ``model.transformer`` on them. With ``compile=True`` that call is a torch.compile'd
+graph with a dynamic number of rows and cache columns, so it compiles twice (one row; several rows) and
+never again; inductor fuses the norms, rotary, residual adds and SwiGLU, and updates the per-layer KV cache in
+place. A model or machine inductor cannot handle (no C++ compiler, an unsupported op) logs one warning
+and the engine goes on eagerly with the same results.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from gptkit.model.attention import AttentionInputs
+from gptkit.model.cache import KVCache
+
+logger = logging.getLogger(__name__)
+
+
+class DecodeStep:
+    """``step(tokens, token_mask, cache)`` -> last-position logits (B, V): one new token per cache row."""
+
+    def __init__(self, model: torch.nn.Module, compile: bool = False) -> None:
+        self.model = model
+        self.compiled: Any = None
+        if compile:
+            # no guards on the modules' attributes: the engine never changes its model's structure
+            options = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+            self.compiled = torch.compile(model.transformer, fullgraph=True, options=options)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether steps run through the compiled graph (False after a fallback)."""
+        return self.compiled is not None
+
+    def __call__(self, tokens: torch.Tensor, token_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        inputs, positions = self.model.cached_inputs(token_mask, cache)
+        if self.compiled is not None:
+            _mark_dynamic(tokens, positions, inputs)
+            try:
+                return self.compiled(tokens, positions, inputs, 1)[:, -1]
+            except Exception as error:  # the compiler failed before running anything: same step, eagerly
+                logger.warning(
+                    "torch.compile of the decode step failed, decoding eagerly: %s", _first_line(error)
+                )
+                self.compiled = None
+        return self.model.transformer(tokens, positions, inputs, 1)[:, -1]
+
+
+def _mark_dynamic(tokens: torch.Tensor, positions: torch.Tensor, inputs: AttentionInputs) -> None:
+    """Compile for any number of rows and cache columns, keeping heads and widths static (size-1 rows
+    still get their own graph: torch specializes sizes 0 and 1)."""
+    rows = [
+        tokens,
+        positions,
+        inputs.mask,
+        inputs.cache_index,
+        *inputs.rotary,
+        *inputs.cache.k,
+        *inputs.cache.v,
+    ]
+    for tensor in rows:
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+    torch._dynamo.maybe_mark_dynamic(inputs.mask, 3)  # (B, 1, 1, used columns)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
