@@ -45,3 +45,24 @@ def byte_tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["hello world, the stop word ends héllo wörld 🙂 naïve café"] * 20, trainer)
     return tok
+
+
+WIDE_INIT_STD = 0.35  # wide logits: greedy choices are far from float ties between batched and single runs
+
+
+@pytest.fixture(scope="session")
+def wide_tiny_llama(byte_tokenizer):
+    """A random GQA/RoPE/RMSNorm/SwiGLU model over the byte tokenizer's vocabulary, with wide weights."""
+    from gptkit import GPT4Config, GPT4LMHeadModel
+
+    config = GPT4Config(
+        vocab_size=byte_tokenizer.get_vocab_size(), n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+        positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, context_length=128,
+    )  # fmt: skip
+    model = GPT4LMHeadModel(config).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * WIDE_INIT_STD)
+    return model
