@@ -59,12 +59,7 @@ def load(loader: str, dtype: str, quantize: str | None):
     if loader == "gptkit":
         from gptkit import GPT4LMHeadModel
 
-        if quantize:
-            from gptkit.quant import quantize_model
-
-            model = GPT4LMHeadModel.from_pretrained(str(path))
-            return quantize_model(model, quantize, getattr(torch, dtype))
-        return GPT4LMHeadModel.from_pretrained(str(path), dtype=dtype)
+        return GPT4LMHeadModel.from_pretrained(str(path), dtype=dtype, quantize=quantize)
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -77,7 +77,9 @@ def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
 def rope_inverse_frequencies(config: GPT4Config) -> torch.Tensor:
     """Per-pair rotation frequencies theta^(-2i/d), with linear or Llama-3 scaling applied: (head_dim/2,)."""
     dim = config.dim_per_head  # float32 throughout, exactly as transformers computes it
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    # on the CPU even inside a meta-device build: a meta arange imports sympy (~70 MB RSS, 0.3 s)
+    steps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu")
+    inv_freq = 1.0 / (config.rope_theta ** (steps.float() / dim))
     scaling = config.rope_scaling or {}
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "linear":

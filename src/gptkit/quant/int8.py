@@ -17,18 +17,24 @@ from gptkit.quant.kernels import int8_weight_mm
 KERNEL_DTYPE = torch.bfloat16  # the CPU int8pack kernel is ~15x slower with fp32 activations
 KERNEL_MAX_ROWS = 8  # above this the int8 kernel loses to a dense matmul (measured, docs/performance.md)
 DENSE_CHUNK = 2**21  # int8 weights cast at a time by the dense (many-row) path; 4 MiB in bf16
+QUANTIZE_ROWS = 4096  # rows quantize_int8 takes at a time (~9 MiB of fp32 temporaries per 576 columns)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: weight (N, K) -> (int8 (N, K), fp32 scales (N,)), weight ~= q * scale.
 
     Scales are rounded up to bf16 values before the weights are rounded, so the bf16 kernel's scales are
-    exact (no per-row scale error) and |w / scale| <= 127 still holds.
+    exact (no per-row scale error) and |w / scale| <= 127 still holds. ``QUANTIZE_ROWS`` rows at a time:
+    the fp32 temporaries of a whole 49152 x 576 head took ~340 MB.
     """
-    w = weight.detach().float()
-    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12) * (1 + 2**-8)  # (N,); up to a bf16 step
-    scales = scales.to(KERNEL_DTYPE).float()
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)  # (N, K)
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)  # (N, K)
+    scales = torch.empty(weight.shape[0], device=weight.device)  # (N,)
+    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+        w = weight[start : start + QUANTIZE_ROWS].detach().float()  # (rows, K)
+        rows = slice(start, start + w.shape[0])
+        step = (w.abs().amax(dim=1) / 127).clamp(min=1e-12) * (1 + 2**-8)  # (rows,); up to a bf16 step
+        scales[rows] = step.to(KERNEL_DTYPE).float()
+        q[rows] = torch.round(w / scales[rows, None]).clamp(-127, 127)  # exact integers: the cast is too
     return q, scales
 
 

@@ -8,6 +8,7 @@ Q/K un-permute of llama.cpp's converter). The quantized blocks stay reachable th
 
 from __future__ import annotations
 
+import ctypes
 import math
 import mmap
 import re
@@ -24,10 +25,13 @@ from gptkit.errors import UnsupportedTensorTypeError, WeightsError
 from gptkit.model.decoder import parameter_shapes
 from gptkit.weights.gguf_config import PERMUTED_QK_ARCHITECTURES, config_from_gguf
 from gptkit.weights.gguf_file import GGUFHeader, TensorInfo, read_header
+from gptkit.weights.loading import libc_function
 
 Q = GGMLQuantizationType
 QK_K = 256  # elements per K-quant super-block
 NOT_WEIGHTS = frozenset({Q.I8, Q.I16, Q.I32, Q.I64, Q.F64})  # integer/f64 tensors never hold weights
+
+_MADVISE = libc_function("madvise") if hasattr(mmap, "MADV_DONTNEED") else None  # Linux
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,19 @@ def iter_gguf_tensors(path: str | Path, header: GGUFHeader | None = None) -> Ite
         raise WeightsError(f"{header.path} shrank while it was being read")
     for info, qtype, n_bytes in table:
         yield GGUFTensor(info.name, qtype, info.shape, _file_bytes(buffer, info.offset, n_bytes))
+
+
+def _drop_file_pages(tensor: GGUFTensor) -> None:
+    """Take the whole pages of the file map under ``tensor`` out of this process's memory.
+
+    Only for tensors of iter_gguf_tensors that nothing wrote to: their pages are then the file's, and
+    touching them again reads them back (on anonymous memory this would zero them instead).
+    """
+    start = tensor.data.data_ptr()
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (start + tensor.data.numel()) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first and _MADVISE is not None:
+        _MADVISE(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
 
 def _file_bytes(buffer: mmap.mmap, offset: int, n_bytes: int) -> torch.Tensor:
@@ -399,8 +416,13 @@ def _build(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> 
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def load_gguf_state(path: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:
-    """(config, state dict in our names, float32) for a GGUF file; every tensor is checked first."""
+def open_gguf_state(
+    path: str | Path,
+) -> tuple[GPT4Config, dict[str, tuple[int, ...]], Callable[[str], torch.Tensor]]:
+    """(config, our parameter shapes, read) for a GGUF file: every tensor is checked, none dequantized.
+
+    ``read(name)`` dequantizes one parameter (float32) on demand, so a loader can hold one at a time.
+    """
     header = read_header(path)
     tensors = {t.name: t for t in iter_gguf_tensors(path, header)}
     metadata = dict(header.metadata)
@@ -410,5 +432,24 @@ def load_gguf_state(path: str | Path) -> tuple[GPT4Config, dict[str, torch.Tenso
     config = config_from_gguf(metadata, tensor_names=set(tensors))
     plan = _plan(config, tensors)
     transforms = _row_transforms(arch, config)
+    shapes = {name: _stacked_shape(sources) for name, sources in plan.items()}
+
+    def read(name: str) -> torch.Tensor:
+        tensor = _build(plan[name], transforms)
+        for source in plan[name]:  # loaders read each parameter once: its pages need not stay resident
+            _drop_file_pages(source)
+        return tensor
+
+    return config, shapes, read
+
+
+def _stacked_shape(sources: tuple[GGUFTensor, ...]) -> tuple[int, ...]:
+    """The shape of the row-wise concatenation of ``sources``."""
+    return (sum(t.shape[0] for t in sources), *sources[0].shape[1:])
+
+
+def load_gguf_state(path: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:
+    """(config, state dict in our names, float32) for a GGUF file; every tensor is checked first."""
+    config, shapes, read = open_gguf_state(path)
     # Serial on purpose: torch's intra-op threads already use every core; a thread pool measured slower.
-    return config, {name: _build(sources, transforms) for name, sources in plan.items()}
+    return config, {name: read(name) for name in shapes}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from gptkit.config import GPT4Config
 from gptkit.errors import ConfigError, ModelNotFoundError, WeightsError
 from gptkit.model.decoder import parameter_shapes
 from gptkit.weights.hf_config import config_from_hf, config_to_hf
-from gptkit.weights.keymaps import hf_to_ours, keymap_for, ours_to_hf
+from gptkit.weights.keymaps import canonical_names, hf_to_ours, keymap_for, ours_to_hf
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -34,23 +35,43 @@ SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB"
 
 
 # ---- loading --------------------------------------------------------------------------------------------
-def load_hf_state(directory: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:
-    """The config and our state dict (checkpoint dtype) of a Hugging Face safetensors directory."""
+def open_hf_state(
+    directory: str | Path,
+) -> tuple[GPT4Config, dict[str, tuple[int, ...]], Callable[[str], torch.Tensor]]:
+    """(config, our parameter shapes, read) for a Hugging Face directory: every file, name and shape is
+    checked, no tensor read; ``read(name)`` loads one of our parameters (checkpoint dtype) on demand."""
     directory = Path(directory)
     config = read_hf_config(directory)
-    files = weight_files(directory)
+    files = {path.name: path for path in weight_files(directory)}
     with ExitStack() as stack:
-        handles = {path.name: stack.enter_context(_open_safetensors(path)) for path in files}
+        handles = {name: stack.enter_context(_open_safetensors(path)) for name, path in files.items()}
         location = _tensor_locations(directory, handles)
         shapes = {name: tuple(handles[shard].get_slice(name).get_shape()) for name, shard in location.items()}
-        state = hf_to_ours(
-            keymap_for(config),
-            config,
-            parameter_shapes(config),
-            shapes,
-            lambda name: handles[location[name]].get_tensor(name),
-        )
-    return config, state
+    keymap = keymap_for(config)
+    expected = parameter_shapes(config)
+    # validation only: hf_to_ours checks names and the shapes listed in ``shapes``; empty stand-ins for the
+    # tensors read nothing (and, unlike meta tensors, do not make torch import sympy to concatenate them)
+    hf_to_ours(keymap, config, expected, shapes, lambda name: torch.empty((0,) * len(shapes[name])))
+    in_file = canonical_names(keymap, shapes)
+
+    def read(ours: str) -> torch.Tensor:
+        rule, layer = keymap.rule_for(ours)
+        names = [in_file[name] for name in rule.hf_names(layer)]
+        return rule.to_ours([_read_tensor(files[location[name]], name) for name in names])
+
+    return config, dict(expected), read
+
+
+def _read_tensor(path: Path, name: str) -> torch.Tensor:
+    """One tensor of a checked file, mapped only meanwhile: its pages then leave this process's memory."""
+    with _open_safetensors(path) as handle:
+        return handle.get_tensor(name)
+
+
+def load_hf_state(directory: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:
+    """The config and our state dict (checkpoint dtype) of a Hugging Face safetensors directory."""
+    config, shapes, read = open_hf_state(directory)
+    return config, {name: read(name) for name in shapes}
 
 
 def read_hf_config(directory: Path) -> GPT4Config:
