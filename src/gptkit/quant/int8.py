@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptkit.quant.kernels import int8_weight_mm
-
 KERNEL_DTYPE = torch.bfloat16  # the CPU int8pack kernel is ~15x slower with fp32 activations
 KERNEL_MAX_ROWS = 8  # above this the int8 kernel loses to a dense matmul (measured, docs/performance.md)
 DENSE_CHUNK = 2**21  # int8 weights cast at a time by the dense (many-row) path; 4 MiB in bf16
@@ -50,6 +48,26 @@ def dense_int8_matmul(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) ->
     return y * scales.to(x.dtype)
 
 
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x (M, K) bf16 @ (q (N, K) int8 * scales (N,) bf16)^T -> (M, N): the kernel for few rows, else dense."""
+    if x.shape[0] <= KERNEL_MAX_ROWS:
+        return torch.ops.aten._weight_int8pack_mm(x, q, scales)
+    return dense_int8_matmul(x, q, scales)
+
+
+# Inside a torch.compile'd graph the int8 matmul is this opaque custom op: torch 2.13's inductor cannot lower
+# aten._weight_int8pack_mm on fused inputs (LoweringException: AssertionError: <class '...Pointwise'>), and
+# choosing the path inside the op keeps the row count out of the graph's guards (one graph for any M).
+@torch.library.custom_op("gptkit::int8_matmul", mutates_args=())
+def _int8_matmul_op(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return int8_matmul(x, q, scales)
+
+
+@_int8_matmul_op.register_fake
+def _(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], q.shape[0])
+
+
 class Int8Linear(nn.Module):
     """y = x @ (q * scale)^T + b with int8 weights q (N, K) and fp32 per-output-channel scales (N,)."""
 
@@ -80,12 +98,8 @@ class Int8Linear(nn.Module):
         shape = x.shape  # (..., K)
         x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
         scales = self.scales.to(KERNEL_DTYPE)  # exact: the scales are bf16 values (quantize_int8)
-        # a compiled graph always takes the kernel (is_compiling first: no guard on M, one graph for any M)
-        if torch.compiler.is_compiling() or x2.shape[0] <= KERNEL_MAX_ROWS:
-            y = int8_weight_mm(x2, self.weight_int8, scales)  # (M, N)
-        else:
-            y = dense_int8_matmul(x2, self.weight_int8, scales)  # (M, N)
-        y = y.to(x.dtype)
+        matmul = torch.ops.gptkit.int8_matmul if torch.compiler.is_compiling() else int8_matmul
+        y = matmul(x2, self.weight_int8, scales).to(x.dtype)  # (M, N)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return y.reshape(*shape[:-1], self.out_features)
