@@ -169,10 +169,15 @@ def compile_and_run(engine: Engine, warmup: list[Schedule], later: list[Schedule
     return CompiledEngine(engine, warm, later_graphs, tokens)
 
 
-@pytest.fixture(scope="module")
-def fp32_compiled(model, tokenizer) -> CompiledEngine:
+def compiled_run(model: GPT4LMHeadModel, tokenizer) -> CompiledEngine:
+    """A compiled engine on ``model`` through the warm-up schedules, then the wider and longer ones."""
     engine = Engine(model, tokenizer, MAX_BATCH, MAX_SEQ, compile=True)
     return compile_and_run(engine, ALONE_THEN_THREE, WIDER_AND_LONGER)
+
+
+@pytest.fixture(scope="module")
+def fp32_compiled(model, tokenizer) -> CompiledEngine:
+    return compiled_run(model, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -182,21 +187,19 @@ def int4_model(model):
 
 
 @pytest.fixture(scope="module")
-def int4_compiled(int4_model, tokenizer) -> CompiledEngine:
-    engine = Engine(int4_model, tokenizer, MAX_BATCH, MAX_SEQ, compile=True)
-    return compile_and_run(engine, ALONE_THEN_THREE, WIDER_AND_LONGER)
-
-
-@pytest.fixture(scope="module")
 def int8_model(model):
     """The tiny model with every linear int8, bf16 activations."""
     return quantize_model(copy.deepcopy(model), "int8", torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
+def int4_compiled(int4_model, tokenizer) -> CompiledEngine:
+    return compiled_run(int4_model, tokenizer)
+
+
+@pytest.fixture(scope="module")
 def int8_compiled(int8_model, tokenizer) -> CompiledEngine:
-    engine = Engine(int8_model, tokenizer, MAX_BATCH, MAX_SEQ, compile=True)
-    return compile_and_run(engine, ALONE_THEN_THREE, WIDER_AND_LONGER)
+    return compiled_run(int8_model, tokenizer)
 
 
 @pytest.fixture(scope="module")
