@@ -74,3 +74,9 @@ def test_serve_errors_are_one_line_and_exit_1(capsys, tmp_path):
 def test_serve_options_parse():
     args = build_parser().parse_args(["serve", "m", "--port", "9", "--api-key", "k", "--max-queue", "3"])
     assert (args.model, args.port, args.api_key, args.max_queue) == ("m", 9, "k", 3)
+
+
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_compile_is_off_unless_asked(command):
+    assert build_parser().parse_args([command, "m", "--compile"]).compile is True
+    assert build_parser().parse_args([command, "m"]).compile is False

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gptkit.cli import QUANTIZE_CHOICES, QUANTIZE_HELP
+from gptkit.cli import COMPILE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP
 from gptkit.errors import ContextLengthError, GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -189,7 +189,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if tokenizer.chat_template is None:
         raise GPTKitError(f"{args.model} has no chat template: `gptkit chat` needs a chat (instruct) model")
     model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
-    engine = Engine(model, tokenizer, max_batch_size=1)
+    engine = Engine(model, tokenizer, max_batch_size=1, compile=args.compile)
+    if args.compile:
+        print("compiling the decode step...", file=sys.stderr, flush=True)
+        engine.warm_up()
     if params.max_tokens >= engine.max_seq_len:
         raise GPTKitError(
             f"--max-tokens {params.max_tokens} leaves no room for a prompt in {engine.max_seq_len}"
@@ -225,4 +228,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same answers")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.set_defaults(func=cmd_chat)

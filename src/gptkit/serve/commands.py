@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from gptkit.cli import QUANTIZE_CHOICES, QUANTIZE_HELP
+from gptkit.cli import COMPILE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP
 from gptkit.errors import GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -42,12 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="largest max_tokens (default: the slot size)")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the decode step (about a minute at startup, then faster decoding; "
-        "falls back to eager if compiling fails)",
-    )
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
