@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from gptkit.errors import ConfigError
+from gptkit.quant.rows import KERNEL_DTYPE, weight_only_linear
 
-KERNEL_DTYPE = torch.bfloat16  # the CPU int4pack kernel is 25-75x slower with fp32 activations
 GROUP_SIZES = (32, 64, 128, 256)  # the group sizes the kernel accepts
 N_MULTIPLE = 16  # the kernel's packing needs a multiple of 16 output features; more are padded with zeros
 
@@ -91,16 +91,10 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., K) -> (..., N) through the bf16 int4 kernel."""
-        shape = x.shape  # (..., K)
-        x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
         scales_and_zeros = self.scales_and_zeros.view(KERNEL_DTYPE)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x2, self.weight_int4, self.group_size, scales_and_zeros
-        )
-        y = y[:, : self.out_features].to(x.dtype)  # (M, N): drop the padded outputs
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*shape[:-1], self.out_features)
+        kernel = torch.ops.aten._weight_int4pack_mm_for_cpu  # (M, K) -> (M, N padded to 16)
+        weights = (self.weight_int4, self.group_size, scales_and_zeros)
+        return weight_only_linear(x, self.in_features, self.out_features, self.bias, kernel, *weights)
 
     def extra_repr(self) -> str:
         """Shapes in print(model)."""

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KERNEL_DTYPE = torch.bfloat16  # the CPU int8pack kernel is ~15x slower with fp32 activations
+from gptkit.quant.rows import KERNEL_DTYPE, weight_only_linear
+
 KERNEL_MAX_ROWS = 8  # above this the int8 kernel loses to a dense matmul (measured, docs/performance.md)
 DENSE_CHUNK = 2**21  # int8 weights cast at a time by the dense (many-row) path; 4 MiB in bf16
 QUANTIZE_ROWS = 4096  # rows quantize_int8 takes at a time (~9 MiB of fp32 temporaries per 576 columns)
@@ -95,14 +96,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., K) -> (..., N), computed in bf16: the int8 kernel for few rows, a dense matmul for more."""
-        shape = x.shape  # (..., K)
-        x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)  # (M, K)
         scales = self.scales.to(KERNEL_DTYPE)  # exact: the scales are bf16 values (quantize_int8)
-        matmul = torch.ops.gptkit.int8_matmul if torch.compiler.is_compiling() else int8_matmul
-        y = matmul(x2, self.weight_int8, scales).to(x.dtype)  # (M, N)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*shape[:-1], self.out_features)
+        kernel = torch.ops.gptkit.int8_matmul if torch.compiler.is_compiling() else int8_matmul
+        weights = (self.weight_int8, scales)
+        return weight_only_linear(x, self.in_features, self.out_features, self.bias, kernel, *weights)
 
     def extra_repr(self) -> str:
         """Shapes in print(model)."""

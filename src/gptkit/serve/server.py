@@ -13,7 +13,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from gptkit.serve.app import create_app
-from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
 
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
@@ -79,30 +78,9 @@ def run(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    served_name: str | None = None,
-    api_key: str | None = None,
-    max_batch_size: int = 16,
-    max_seq_len: int | None = None,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    limits: Limits | None = None,
-    dtype: str | None = None,
-    quantize: str | None = None,
-    compile: bool = False,
     log_level: str = "info",
+    **options: Any,
 ) -> None:
-    """Load the model and serve it in the foreground until interrupted."""
-    app = load_app(
-        model_name_or_path,
-        served_name=served_name,
-        dtype=dtype,
-        quantize=quantize,
-        api_key=api_key,
-        max_batch_size=max_batch_size,
-        max_seq_len=max_seq_len,
-        max_queue=max_queue,
-        timeout_s=timeout_s,
-        limits=limits,
-        compile=compile,
-    )
+    """Load the model and serve it in the foreground until interrupted (options: load_app's)."""
+    app = load_app(model_name_or_path, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
