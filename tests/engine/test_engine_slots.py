@@ -96,6 +96,8 @@ def test_engine_arguments_are_checked(model, tokenizer):
         Engine(model, tokenizer, max_batch_size=0)
     with pytest.raises(ContextLengthError, match="max_seq_len=129"):
         Engine(model, tokenizer, max_seq_len=129)
+    with pytest.raises(GenerationError, match="compile must be True or False, got 'yes'"):
+        Engine(model, tokenizer, compile="yes")
     assert Engine(model, tokenizer, max_batch_size=1).max_seq_len == model.config.context_length
 
 

@@ -44,6 +44,8 @@ class Engine:
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
         _check_positive("max_batch_size", max_batch_size)
         _check_positive("max_seq_len", max_seq_len)
+        if not isinstance(compile, bool):
+            raise GenerationError(f"compile must be True or False, got {compile!r}")
         if max_seq_len > context:
             raise ContextLengthError(
                 f"max_seq_len={max_seq_len} exceeds the model's context window {context}"
