@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptkit import kernels
 from gptkit.config import GPT4Config
 from gptkit.model.cache import KVCache
 from gptkit.model.layers import apply_rotary
@@ -48,8 +49,14 @@ class CausalSelfAttention(nn.Module):
         if inputs.cache is not None:  # keys/values of all cached tokens: (B, n_kv_head, S, head_dim)
             used = inputs.mask.shape[-1]  # the cache columns in use, mask: (B, 1, T, used)
             k, v = inputs.cache.write(self.layer, k, v, inputs.cache_index, used)
-        if T == 1 and inputs.mask is not None and torch.compiler.is_compiling():
-            y = single_query_attention(q, k, v, inputs.mask)  # fused by inductor; eagerly SDPA is faster
+        native = _native_decode_ops(q, inputs)
+        if native is not None:  # one query per row against the whole fp32 cache: the C++ kernel
+            cache_k, cache_v = inputs.cache.k[self.layer], inputs.cache.v[self.layer]
+            visible = inputs.mask[:, 0, 0]  # (B, used)
+            y = native.decode_attention(q[:, :, 0], cache_k, cache_v, visible, 1 / math.sqrt(self.head_dim))
+            y = y[:, :, None]  # (B, n_head, 1, head_dim)
+        elif T == 1 and inputs.mask is not None and torch.compiler.is_compiling():
+            y = single_query_attention(q, k, v, inputs.mask)  # fused by inductor
         else:
             y = self._sdpa(q, k, v, inputs.mask)  # (B, n_head, T, head_dim)
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
@@ -64,6 +71,15 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
         )
+
+
+def _native_decode_ops(q: torch.Tensor, inputs: AttentionInputs):
+    """The native kernels when this attention is one fp32 query per row over a cache, else None."""
+    if q.shape[2] != 1 or inputs.cache is None or q.dtype != torch.float32 or q.requires_grad:
+        return None
+    if inputs.cache.k[0].dtype != torch.float32 or q.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return kernels.ops()
 
 
 def single_query_attention(

@@ -233,7 +233,7 @@ class GPT4LMHeadModel(nn.Module):
     # ---- conveniences ------------------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """A preallocated KV cache for ``batch_size`` rows of up to ``max_len`` tokens."""
-        p = self.embed.weight
+        p = self.norm.weight
         max_len = max_len or self.config.context_length
         return KVCache(self.config, batch_size, max_len, dtype=p.dtype, device=p.device)
 
@@ -242,11 +242,12 @@ class GPT4LMHeadModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed.weight.device
+        return self.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed.weight.dtype
+        """The dtype of the floating-point tensors (activations, cache); quantized layers keep theirs."""
+        return self.norm.weight.dtype
 
     def generate(self, input_ids: torch.Tensor | None = None, **kwargs: Any) -> Any:
         """Generate continuations with transformers' semantics; see gptkit.generation.generate."""

@@ -440,7 +440,25 @@ def open_gguf_state(
             _drop_file_pages(source)
         return tensor
 
+    read.blocks = lambda name: _blocks(plan[name], transforms)  # the quantized path's view of a parameter
     return config, shapes, read
+
+
+def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> tuple[int, torch.Tensor] | None:
+    """(ggml type id, rows of blocks (N, row_bytes) uint8) of a 2-D parameter whose parts share one
+    quantized type, with the row transforms applied to whole rows; None for float or mixed types."""
+    types = {tensor.ggml_type for tensor in sources}
+    if len(types) != 1 or len(sources[0].shape) != 2:
+        return None
+    qtype = types.pop()
+    if qtype in (Q.F32, Q.F16, Q.BF16):
+        return None
+    parts = []
+    for tensor in sources:
+        rows = tensor.data.view(tensor.shape[0], -1)  # (N, row_bytes): a view of the file
+        transform = transforms.get(_kind(tensor.name)[0])
+        parts.append(transform(rows).contiguous() if transform else rows)
+    return int(qtype), parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _stacked_shape(sources: tuple[GGUFTensor, ...]) -> tuple[int, ...]:

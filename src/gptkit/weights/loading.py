@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from gptkit.errors import ConfigError
 from gptkit.registry import ModelSource, SourceKind, resolve
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return names[dtype]
 
 
+QUANTIZE_NONE = "none"  # keep every weight in floating point (the reference path with dtype=float32)
+QUANTIZE_GGUF = "gguf"  # keep a GGUF file's quantized blocks and compute on them (gptkit.quant.ggml)
+
+
 def load_pretrained(
     name_or_path: str | Path,
     *,
@@ -36,18 +41,41 @@ def load_pretrained(
 ):
     """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode.
 
-    ``quantize`` ("int8", "int4", "int4-g64", "int4-g128") swaps the linear layers for weight-only quantized ones (see gptkit.quant).
+    With neither ``dtype`` nor ``quantize`` (the fast default): a quantized GGUF keeps its blocks and runs
+    on the native kernels ("gguf"); HF safetensors load in bf16 where the CPU multiplies bf16 natively,
+    else float32. ``dtype="float32"`` alone (or ``quantize="none"``) is the exact float32 reference path.
+    ``quantize`` "int8", "int4", "int4-g64", "int4-g128" re-quantize the linears (see gptkit.quant).
     Tensors are read one at a time and cast or quantized at once, so memory stays near the final model's.
     """
     source = resolve(name_or_path)
     config, shapes, read = open_weights(source)  # every file, name and shape checked; nothing read yet
-    model = stream_model(config, shapes, _trimming(read), resolve_dtype(dtype) or torch.float32, quantize)
-    del read  # the last reference to the open files
+    blocks = getattr(read, "blocks", None)  # GGUF only: a parameter's quantized blocks
+    dtype, quantize = choose_path(resolve_dtype(dtype), quantize, blocks is not None)
+    if quantize == QUANTIZE_GGUF:
+        model = ggml_model(config, shapes, _trimming(read), blocks, dtype)
+    else:
+        model = stream_model(config, shapes, _trimming(read), dtype, quantize)
+    del read, blocks  # the last references to the open files (quantized blocks keep their own)
     release_free_memory()
     if device is not None:
         model = model.to(device)
     model.source = source
     return model
+
+
+def choose_path(dtype: torch.dtype | None, quantize: str | None, is_gguf: bool) -> tuple[torch.dtype, str | None]:
+    """(dtype of the floating-point tensors, quantization scheme or None) for the requested options."""
+    from gptkit.quant.ggml import dense_dtype
+
+    if quantize == QUANTIZE_NONE:
+        return dtype or torch.float32, None
+    if quantize == QUANTIZE_GGUF and not is_gguf:
+        raise ConfigError('quantize="gguf" keeps a GGUF file\'s blocks; this model is not a GGUF file')
+    if quantize is not None:
+        return dtype or torch.float32, quantize
+    if dtype is not None:
+        return dtype, None
+    return (torch.float32, QUANTIZE_GGUF) if is_gguf else (dense_dtype(), None)
 
 
 def open_weights(source: ModelSource):
@@ -98,6 +126,41 @@ def stream_model(
         set_submodule(model, name, module)
     model.quantization = quantize
     return model
+
+
+def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dtype: torch.dtype):
+    """The model with every linear (and the token embedding) whose GGUF tensors are quantized kept as
+    ggml blocks (GGMLLinear / GGMLEmbedding); float tensors and other layers read in ``dtype``."""
+    from gptkit.model.decoder import GPT4LMHeadModel
+    from gptkit.quant.ggml import KERNEL_TYPES, GGMLEmbedding, GGMLLinear
+    from gptkit.quant.swap import set_submodule
+
+    placeholders = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
+    skeleton = GPT4LMHeadModel.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
+    names = {id(p): name for name, p in skeleton.named_parameters()}
+    embedding = blocks("embed.weight")
+    if embedding is not None and embedding[0] not in KERNEL_TYPES:
+        embedding = None
+    replaced: dict[str, nn.Module] = {}
+    for name, linear in _linears_of(skeleton):
+        found = embedding if names[id(linear.weight)] == "embed.weight" else blocks(names[id(linear.weight)])
+        if found is None or found[0] not in KERNEL_TYPES:
+            continue
+        bias = None if linear.bias is None else read(names[id(linear.bias)]).to(dtype)
+        replaced[name] = GGMLLinear(found[1], found[0], linear.in_features, bias)
+    if embedding is not None:
+        replaced["embed"] = GGMLEmbedding(embedding[1], embedding[0], config.n_embd, dtype)
+    covered = {f"{name}.{kind}" for name in replaced for kind in ("weight", "bias")}
+    state = {n: placeholders[n] if n in covered else read(n).to(dtype) for n in shapes}
+    model = GPT4LMHeadModel.from_state_dict(config, state, dtype=dtype)
+    for name, module in replaced.items():
+        set_submodule(model, name, module)
+    model.quantization = "gguf"
+    return model
+
+
+def _linears_of(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
 def _used_outside_linears(model: nn.Module) -> set[str]:
