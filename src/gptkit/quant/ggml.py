@@ -34,6 +34,18 @@ def dense_dtype() -> torch.dtype:
     return torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & set(flags) else torch.float32
 
 
+# ggml types the native kernels repack into their x16 layout at load: Q4_0, Q4_1, Q8_0 (kernels/csrc/packed.h)
+PACKED_TYPES = frozenset({2, 3, 8})
+
+
+def pack(blocks: torch.Tensor, ggml_type: int, in_features: int) -> tuple[torch.Tensor, bool]:
+    """(weight data, packed?): the x16 layout of ``blocks`` where the native kernels have one, else as is."""
+    native = kernels.ops()
+    if native is None or ggml_type not in PACKED_TYPES:
+        return blocks, False
+    return native.ggml_pack(blocks.contiguous(), ggml_type, in_features), True
+
+
 def dequantize_blocks(blocks: torch.Tensor, ggml_type: int, in_features: int, dtype: torch.dtype) -> torch.Tensor:
     """Rows of ggml blocks (N, row_bytes) -> (N, in_features) in ``dtype``."""
     native = kernels.ops()
@@ -47,61 +59,86 @@ def dequantize_blocks(blocks: torch.Tensor, ggml_type: int, in_features: int, dt
     return dequantize(blocks.reshape(-1), qtype, (blocks.shape[0], in_features)).to(dtype)
 
 
-class GGMLLinear(nn.Module):
-    """y = x @ W^T + b with W kept as ggml blocks (N, row_bytes) uint8 of one ggml type."""
+class GGMLWeight(nn.Module):
+    """A weight (N, K) kept as ggml blocks: (N, row_bytes) uint8 as in the file, or the kernels' x16
+    layout (ceil(N / 16), K / 32 * group bytes) when ``packed``."""
 
-    def __init__(self, blocks: torch.Tensor, ggml_type: int, in_features: int, bias: torch.Tensor | None = None):
+    def __init__(self, data: torch.Tensor, ggml_type: int, shape: tuple[int, int], packed: bool):
         super().__init__()
-        self.register_buffer("blocks", blocks)  # (N, row_bytes) uint8: the file's bytes, unchanged
-        self.ggml_type, self.in_features, self.out_features = ggml_type, in_features, blocks.shape[0]
+        self.register_buffer("data", data)
+        self.ggml_type, self.packed = ggml_type, packed
+        self.out_features, self.in_features = shape
+
+    def matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows (M, K) -> (M, N) float32: native kernels for few rows, else a dequantized dense matmul."""
+        native = kernels.ops()
+        if native is not None and rows.shape[0] <= KERNEL_MAX_ROWS:
+            if self.packed:
+                return native.ggml_packed_matmul(rows.float(), self.data, self.ggml_type, self.out_features)
+            if self.ggml_type in KERNEL_TYPES:
+                return native.ggml_matmul(rows.float(), self.data, self.ggml_type)
+        return self._dense(rows).float()
+
+    def _dense(self, rows: torch.Tensor) -> torch.Tensor:
+        """Dequantize DENSE_CHUNK weights at a time (whole x16 groups) for a dense matmul in dense_dtype()."""
+        dtype = dense_dtype()
+        step = max(1, DENSE_CHUNK // self.in_features)
+        inputs = rows.to(dtype)
+        parts = [F.linear(inputs, self.dequantize(dtype, start, start + step)) for start in range(0, self.out_features, step)]
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (M, N)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows [start, stop) of the weight: (stop - start, K) in ``dtype``."""
+        stop = self.out_features if stop is None else min(stop, self.out_features)
+        return self.rows(torch.arange(start, stop), dtype)
+
+    def rows(self, index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight rows ``index`` (n,) -> (n, K) in ``dtype`` (an embedding lookup)."""
+        if self.packed:
+            native = kernels.ops()
+            kernel_dtype = dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
+            return native.ggml_packed_rows(self.data, self.ggml_type, self.in_features, index, kernel_dtype).to(dtype)
+        return dequantize_blocks(self.data.index_select(0, index), self.ggml_type, self.in_features, dtype)
+
+
+class GGMLLinear(nn.Module):
+    """y = x @ W^T + b with W a GGMLWeight (the file's quantized blocks)."""
+
+    def __init__(self, weight: GGMLWeight, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.qweight = weight
+        self.in_features, self.out_features = weight.in_features, weight.out_features
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., K) -> (..., N) in x's dtype."""
-        rows = x.reshape(-1, self.in_features)  # (M, K)
-        native = kernels.ops()
-        if native is not None and rows.shape[0] <= KERNEL_MAX_ROWS and self.ggml_type in KERNEL_TYPES:
-            y = native.ggml_matmul(rows.float(), self.blocks, self.ggml_type).to(x.dtype)  # (M, N)
-        else:
-            y = self._dense(rows)
+        y = self.qweight.matmul(x.reshape(-1, self.in_features)).to(x.dtype)  # (M, N)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    def _dense(self, rows: torch.Tensor) -> torch.Tensor:
-        """Many rows: dequantize DENSE_CHUNK weights at a time for a dense matmul, (M, K) -> (M, N)."""
-        dtype = dense_dtype()
-        chunk = max(1, DENSE_CHUNK // self.in_features)
-        inputs = rows.to(dtype)
-        parts = [
-            F.linear(inputs, dequantize_blocks(b, self.ggml_type, self.in_features, dtype))
-            for b in self.blocks.split(chunk)
-        ]  # each (M, chunk)
-        return (torch.cat(parts, -1) if len(parts) > 1 else parts[0]).to(rows.dtype)
-
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight the blocks represent: (N, K)."""
-        return dequantize_blocks(self.blocks, self.ggml_type, self.in_features, dtype)
+        return self.qweight.dequantize(dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, ggml_type={self.ggml_type}"
+        w = self.qweight
+        return f"in_features={self.in_features}, out_features={self.out_features}, ggml_type={w.ggml_type}, packed={w.packed}"
 
 
 class GGMLEmbedding(nn.Module):
-    """Token embeddings kept as ggml blocks (vocab, row_bytes): looked-up rows are dequantized."""
+    """Token embeddings kept as a GGMLWeight (shared with a tied lm_head): looked-up rows are dequantized."""
 
-    def __init__(self, blocks: torch.Tensor, ggml_type: int, embedding_dim: int, dtype: torch.dtype):
+    def __init__(self, weight: GGMLWeight, dtype: torch.dtype):
         super().__init__()
-        self.register_buffer("blocks", blocks)  # (vocab, row_bytes) uint8
-        self.ggml_type, self.embedding_dim, self.dtype = ggml_type, embedding_dim, dtype
-        self.num_embeddings = blocks.shape[0]
+        self.qweight, self.dtype = weight, dtype
+        self.num_embeddings, self.embedding_dim = weight.out_features, weight.in_features
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(...) token ids -> (..., embedding_dim)."""
-        rows = self.blocks.index_select(0, input_ids.reshape(-1))  # (n, row_bytes)
-        values = dequantize_blocks(rows, self.ggml_type, self.embedding_dim, torch.float32).to(self.dtype)
+        values = self.qweight.rows(input_ids.reshape(-1), self.dtype)  # (n, embedding_dim)
         return values.view(*input_ids.shape, self.embedding_dim)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The whole table: (vocab, embedding_dim)."""
-        return dequantize_blocks(self.blocks, self.ggml_type, self.embedding_dim, dtype)
+        return self.qweight.dequantize(dtype)

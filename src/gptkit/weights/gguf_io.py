@@ -119,15 +119,16 @@ def iter_gguf_tensors(path: str | Path, header: GGUFHeader | None = None) -> Ite
         yield GGUFTensor(info.name, qtype, info.shape, _file_bytes(buffer, info.offset, n_bytes))
 
 
-def _drop_file_pages(tensor: GGUFTensor) -> None:
+def _drop_file_pages(tensor: GGUFTensor | torch.Tensor) -> None:
     """Take the whole pages of the file map under ``tensor`` out of this process's memory.
 
-    Only for tensors of iter_gguf_tensors that nothing wrote to: their pages are then the file's, and
-    touching them again reads them back (on anonymous memory this would zero them instead).
+    Only for tensors of iter_gguf_tensors (or views of them) that nothing wrote to: their pages are then
+    the file's, and touching them again reads them back (on anonymous memory this would zero them instead).
     """
-    start = tensor.data.data_ptr()
+    data = tensor.data if isinstance(tensor, GGUFTensor) else tensor
+    start = data.data_ptr()
     first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    last = (start + tensor.data.numel()) // mmap.PAGESIZE * mmap.PAGESIZE
+    last = (start + data.numel() * data.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
     if last > first and _MADVISE is not None:
         _MADVISE(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
@@ -441,12 +442,14 @@ def open_gguf_state(
         return tensor
 
     read.blocks = lambda name: _blocks(plan[name], transforms)  # the quantized path's view of a parameter
+    read.blocks.release = _drop_file_pages
     return config, shapes, read
 
 
-def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> tuple[int, torch.Tensor] | None:
-    """(ggml type id, rows of blocks (N, row_bytes) uint8) of a 2-D parameter whose parts share one
-    quantized type, with the row transforms applied to whole rows; None for float or mixed types."""
+def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> tuple[int, torch.Tensor, bool] | None:
+    """(ggml type id, rows of blocks (N, row_bytes) uint8, whether the rows are a view of the file) of a
+    2-D parameter whose parts share one quantized type, row transforms applied to whole rows; None for
+    float or mixed types."""
     types = {tensor.ggml_type for tensor in sources}
     if len(types) != 1 or len(sources[0].shape) != 2:
         return None
@@ -458,7 +461,8 @@ def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) ->
         rows = tensor.data.view(tensor.shape[0], -1)  # (N, row_bytes): a view of the file
         transform = transforms.get(_kind(tensor.name)[0])
         parts.append(transform(rows).contiguous() if transform else rows)
-    return int(qtype), parts[0] if len(parts) == 1 else torch.cat(parts)
+    is_view = len(parts) == 1 and _kind(sources[0].name)[0] not in transforms
+    return int(qtype), parts[0] if len(parts) == 1 else torch.cat(parts), is_view
 
 
 def _stacked_shape(sources: tuple[GGUFTensor, ...]) -> tuple[int, ...]:

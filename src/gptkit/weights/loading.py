@@ -138,25 +138,37 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
     placeholders = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
     skeleton = GPT4LMHeadModel.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
     names = {id(p): name for name, p in skeleton.named_parameters()}
-    embedding = blocks("embed.weight")
-    if embedding is not None and embedding[0] not in KERNEL_TYPES:
-        embedding = None
+    weights = {}  # parameter name -> GGMLWeight, each built (and repacked) once, shared by tied users
+    for name in shapes:
+        found = blocks(name) if len(shapes[name]) == 2 else None
+        if found is not None and found[0] in KERNEL_TYPES:
+            weights[name] = _ggml_weight(*found, shapes[name], blocks.release)
     replaced: dict[str, nn.Module] = {}
     for name, linear in _linears_of(skeleton):
-        found = embedding if names[id(linear.weight)] == "embed.weight" else blocks(names[id(linear.weight)])
-        if found is None or found[0] not in KERNEL_TYPES:
-            continue
-        bias = None if linear.bias is None else read(names[id(linear.bias)]).to(dtype)
-        replaced[name] = GGMLLinear(found[1], found[0], linear.in_features, bias)
-    if embedding is not None:
-        replaced["embed"] = GGMLEmbedding(embedding[1], embedding[0], config.n_embd, dtype)
-    covered = {f"{name}.{kind}" for name in replaced for kind in ("weight", "bias")}
+        weight = weights.get(names[id(linear.weight)])
+        if weight is not None:
+            bias = None if linear.bias is None else read(names[id(linear.bias)]).to(dtype)
+            replaced[name] = GGMLLinear(weight, bias)
+    if "embed.weight" in weights:
+        replaced["embed"] = GGMLEmbedding(weights["embed.weight"], dtype)
+    covered = set(weights) | {f"{name}.bias" for name in replaced}
     state = {n: placeholders[n] if n in covered else read(n).to(dtype) for n in shapes}
     model = GPT4LMHeadModel.from_state_dict(config, state, dtype=dtype)
     for name, module in replaced.items():
         set_submodule(model, name, module)
     model.quantization = "gguf"
     return model
+
+
+def _ggml_weight(ggml_type: int, rows: torch.Tensor, is_view: bool, shape: tuple[int, int], release: Callable):
+    """A GGMLWeight over ``rows`` (a view of the file), repacked for the kernels where they have a layout;
+    the file pages of a repacked weight are then handed back to the OS."""
+    from gptkit.quant.ggml import GGMLWeight, pack
+
+    data, packed = pack(rows, ggml_type, shape[1])
+    if packed and is_view:
+        release(rows)
+    return GGMLWeight(data, ggml_type, shape, packed)
 
 
 def _linears_of(model: nn.Module) -> list[tuple[str, nn.Linear]]:

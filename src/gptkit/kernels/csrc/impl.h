@@ -270,6 +270,8 @@ static void decode_attention_pairs(const float* q, const float* k, const float* 
   }
 }
 
+#include "packed.h"
+
 }  // namespace GK_ISA
 
 #undef GK_FUSED

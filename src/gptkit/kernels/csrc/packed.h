@@ -1,0 +1,232 @@
+// "x16" packed weights: Q4_0, Q4_1 and Q8_0 blocks of 16 output rows interleaved, so that one vector
+// holds two consecutive weights of each of 16 rows and an integer dot product (AVX-512 VNNI vpdpwssd)
+// yields 16 rows' partial sums in its 16 lanes, with the rows' scales loaded as one vector.
+//
+// Layout (ggml's own codes and scales rearranged, no value changes): rows padded to a multiple of 16; for
+// each group of 16 rows and each block b of 32 inputs, group_block_bytes<T>() bytes:
+//   codes: 16 chunks c = 0..15, each holding inputs 2c and 2c+1 of rows 0..15:
+//          Q4: 16 bytes, one per row: code(2c) | code(2c+1) << 4;  Q8: 32 bytes, two int8 per row;
+//   d: the 16 rows' fp16 scales; m: the 16 rows' fp16 minimums (Q4_1 only).
+// Activations are quantized per block of 32 to int16 (scale amax / 32767: a relative error near 1e-5, so
+// results stay within fp32 rounding of the dequantized reference), and a block's dot product is exact in
+// integers: sum_j w_j x_j = d dx (sum_j q_j qx_j - c sum_j qx_j) + m dx sum_j qx_j, c = 8 (Q4_0), else 0.
+
+template <int T> struct Packed;
+template <> struct Packed<2> { static constexpr int code_bytes = 256, offset = 8, has_min = 0, in_bytes = 18, qs = 2; };
+template <> struct Packed<3> { static constexpr int code_bytes = 256, offset = 0, has_min = 1, in_bytes = 20, qs = 4; };
+template <> struct Packed<8> { static constexpr int code_bytes = 512, offset = 0, has_min = 0, in_bytes = 34, qs = 2; };
+
+template <int T>
+static constexpr int group_block_bytes() { return Packed<T>::code_bytes + 32 + 32 * Packed<T>::has_min; }
+
+// Calls body.template operator()<T>() for a packable ggml type id; false for any other type.
+template <class Body>
+static inline bool with_packed_type(int ggml_type, Body&& body) {
+  switch (ggml_type) {
+    case 2: body.template operator()<2>(); return true;
+    case 3: body.template operator()<3>(); return true;
+    case 8: body.template operator()<8>(); return true;
+  }
+  return false;
+}
+
+// The code (0..15 for Q4, signed for Q8) of input j of a ggml block (ggml's Q4: qs[j] low nibble is
+// input j, high nibble input j + 16).
+template <int T>
+static inline int block_code(const uint8_t* block, int j) {
+  const uint8_t* qs = block + Packed<T>::qs;
+  if (T == 8) return int(int8_t(qs[j]));
+  return j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+}
+
+// Pack row groups [g0, g1) of w (N, row_bytes) ggml blocks into out (groups, blocks * group_block_bytes).
+template <int T>
+static void pack_groups(const uint8_t* w, int64_t N, int64_t row_bytes, int64_t blocks, int64_t g0, int64_t g1,
+                        uint8_t* out) {
+  constexpr int GB = group_block_bytes<T>();
+  using P = Packed<T>;
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* dst = out + (g * blocks + b) * GB;
+      std::memset(dst, 0, GB);  // padding rows: zero codes and scales
+      for (int lane = 0; lane < 16 && g * 16 + lane < N; ++lane) {
+        const uint8_t* src = w + (g * 16 + lane) * row_bytes + b * P::in_bytes;
+        for (int c = 0; c < 16; ++c) {
+          const int a = block_code<T>(src, 2 * c), z = block_code<T>(src, 2 * c + 1);
+          if (T == 8) {
+            dst[32 * c + 2 * lane] = uint8_t(a);
+            dst[32 * c + 2 * lane + 1] = uint8_t(z);
+          } else {
+            dst[16 * c + lane] = uint8_t(a | (z << 4));
+          }
+        }
+        std::memcpy(dst + P::code_bytes + 2 * lane, src, 2);  // d
+        if (P::has_min) std::memcpy(dst + P::code_bytes + 32 + 2 * lane, src + 2, 2);  // m
+      }
+    }
+  }
+}
+
+// Code of input j of lane ``lane`` in a packed group block.
+template <int T>
+static inline int packed_code(const uint8_t* blk, int lane, int j) {
+  const int c = j / 2;
+  if (T == 8) return int(int8_t(blk[32 * c + 2 * lane + (j & 1)]));
+  const uint8_t pair = blk[16 * c + lane];
+  return (j & 1) ? (pair >> 4) : (pair & 0x0F);
+}
+
+// Activations of one row quantized per block of 32: int8 codes, the scale dx and sum_j qx_j * dx.
+struct QuantizedRow {
+  const int16_t* q;    // (K,)
+  const float* scale;  // (blocks,)
+  const int32_t* sum;  // (blocks,) sum of the block's codes
+};
+
+static inline void quantize_row(const float* x, int64_t K, int16_t* q, float* scale, int32_t* sum) {
+  for (int64_t b = 0; b < K / 32; ++b) {
+    float amax = 0.f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
+    const float d = amax / 32767.f, inverse = d != 0.f ? 1.f / d : 0.f;
+    int32_t total = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int v = int(std::nearbyint(x[32 * b + j] * inverse));
+      q[32 * b + j] = int16_t(v);
+      total += v;
+    }
+    scale[b] = d;
+    sum[b] = total;
+  }
+}
+
+// Portable (any ISA): 16 rows of group ``g`` times R quantized activation rows -> out[r * 16 + lane].
+template <int T>
+static void packed_group_portable(const uint8_t* group, int64_t blocks, const QuantizedRow* x, int R, float* out) {
+  constexpr int GB = group_block_bytes<T>();
+  using P = Packed<T>;
+  for (int i = 0; i < 16 * R; ++i) out[i] = 0.f;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * GB;
+    for (int lane = 0; lane < 16; ++lane) {
+      const float d = half_at(blk + P::code_bytes + 2 * lane);
+      const float m = P::has_min ? half_at(blk + P::code_bytes + 32 + 2 * lane) : 0.f;
+      for (int r = 0; r < R; ++r) {
+        const int16_t* qx = x[r].q + 32 * b;
+        int32_t dot = 0;
+        for (int j = 0; j < 32; ++j) dot += packed_code<T>(blk, lane, j) * int32_t(qx[j]);
+        const float dx = x[r].scale[b];
+        const int32_t sx = x[r].sum[b];
+        out[r * 16 + lane] += float(dot - P::offset * sx) * (d * dx) + m * (dx * float(sx));
+      }
+    }
+  }
+}
+
+#ifdef GK_VNNI
+// The 16 code vectors of one packed block: lane l of vector c holds row l's codes of inputs 2c, 2c+1 as
+// two int16 (the pair vpdpwssd multiplies with a broadcast pair of activations).
+template <int T>
+static inline void block_code_vectors(const uint8_t* blk, __m512i* codes) {
+  if (T == 8) {
+    for (int c = 0; c < 16; ++c)
+      codes[c] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 * c)));
+  } else {
+    const __m512i nibbles = _mm512_set1_epi32(0x000F000F);
+    for (int c = 0; c < 16; ++c) {
+      const __m512i pair = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * c)));
+      // (pair | pair << 12) & 0x000F000F: low nibble in bits 0-3, high nibble in bits 16-19
+      codes[c] = _mm512_ternarylogic_epi32(pair, _mm512_slli_epi32(pair, 12), nibbles, 0xA8);
+    }
+  }
+}
+
+// The same as packed_group_portable with AVX-512 VNNI; each block's codes are unpacked once for R rows.
+template <int T, int R>
+static void packed_group_vnni(const uint8_t* group, int64_t blocks, const QuantizedRow* x, float* out) {
+  constexpr int GB = group_block_bytes<T>();
+  using P = Packed<T>;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = group + b * GB;
+    __m512i codes[16];
+    block_code_vectors<T>(blk, codes);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes)));
+    __m512 m = _mm512_setzero_ps();
+    if (P::has_min) m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32)));
+    for (int r = 0; r < R; ++r) {
+      const int16_t* qx = x[r].q + 32 * b;
+      __m512i dot = _mm512_set1_epi32(-P::offset * x[r].sum[b]);
+      for (int c = 0; c < 16; ++c) {
+        int32_t pair;
+        std::memcpy(&pair, qx + 2 * c, 4);
+        dot = _mm512_dpwssd_epi32(dot, codes[c], _mm512_set1_epi32(pair));
+      }
+      const float dx = x[r].scale[b];
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx)), acc[r]);
+      if (P::has_min) acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * float(x[r].sum[b])), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + 16 * r, acc[r]);
+}
+#endif
+
+// y (M, N) for row groups [g0, g1): x quantized rows (M of them), packed weights (groups, blocks * GB).
+template <int T>
+static void packed_matmul_groups(const uint8_t* packed, int64_t blocks, const QuantizedRow* x, int64_t M,
+                                 int64_t g0, int64_t g1, float* y, int64_t N) {
+  constexpr int GB = group_block_bytes<T>();
+  float tile[16 * 4];
+  for (int64_t g = g0; g < g1; ++g) {  // a group's blocks (a few KiB) stay in L1 for every row of x
+    const uint8_t* group = packed + g * blocks * GB;
+    const int64_t lanes = std::min<int64_t>(16, N - g * 16);
+    for (int64_t m = 0; m < M; m += 4) {
+      const int R = int(std::min<int64_t>(4, M - m));
+#ifdef GK_VNNI
+      if (R == 4) packed_group_vnni<T, 4>(group, blocks, x + m, tile);
+      else if (R == 3) packed_group_vnni<T, 3>(group, blocks, x + m, tile);
+      else if (R == 2) packed_group_vnni<T, 2>(group, blocks, x + m, tile);
+      else packed_group_vnni<T, 1>(group, blocks, x + m, tile);
+#else
+      packed_group_portable<T>(group, blocks, x + m, R, tile);
+#endif
+      for (int r = 0; r < R; ++r) std::memcpy(y + (m + r) * N + g * 16, tile + 16 * r, lanes * sizeof(float));
+    }
+  }
+}
+
+// Rows of packed weights back to floats (or bf16 bits): ``rows`` lists the row indices (n of them).
+template <int T>
+static void unpack_rows(const uint8_t* packed, int64_t blocks, const int64_t* rows, int64_t i0, int64_t i1,
+                        int64_t K, void* out, bool bf16, float* scratch) {
+  constexpr int GB = group_block_bytes<T>();
+  using P = Packed<T>;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t g = rows[i] / 16, lane = rows[i] % 16;
+    float* values = bf16 ? scratch : static_cast<float*>(out) + i * K;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = packed + (g * blocks + b) * GB;
+      const float d = half_at(blk + P::code_bytes + 2 * lane);
+      const float m = P::has_min ? half_at(blk + P::code_bytes + 32 + 2 * lane) : 0.f;
+      float* y = values + 32 * b;
+      for (int j = 0; j < 32; ++j) y[j] = float(packed_code<T>(blk, int(lane), j) - P::offset) * d + m;
+    }
+    if (bf16) {
+      uint16_t* dst = static_cast<uint16_t*>(out) + i * K;
+      for (int64_t k = 0; k < K; ++k) dst[k] = float_to_bf16(values[k]);
+    }
+  }
+}
+
+// y (M, N) = x (M, K) @ W^T for packed W: rows of x quantized here, row groups [g0, g1) computed.
+// (The rows come as void* so that every instruction set's function has the same signature.)
+static void packed_matmul(int ggml_type, const uint8_t* packed, int64_t K, const void* rows, int64_t M,
+                          int64_t g0, int64_t g1, float* y, int64_t N) {
+  const QuantizedRow* x = static_cast<const QuantizedRow*>(rows);
+  with_packed_type(ggml_type, [&]<int T>() { packed_matmul_groups<T>(packed, K / 32, x, M, g0, g1, y, N); });
+}
+
+static void unpack(int ggml_type, const uint8_t* packed, int64_t K, const int64_t* rows, int64_t i0, int64_t i1,
+                   void* out, bool bf16, float* scratch) {
+  with_packed_type(ggml_type, [&]<int T>() { unpack_rows<T>(packed, K / 32, rows, i0, i1, K, out, bf16, scratch); });
+}
