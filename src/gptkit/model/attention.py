@@ -23,6 +23,7 @@ class AttentionInputs:
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin: (B, T, 1, head_dim) each
     cache: KVCache | None = None  # with a cache there is always a mask
     cache_index: torch.Tensor | None = None  # where the new tokens' keys/values go (KVCache.flat_index)
+    columns: torch.Tensor | None = None  # (B, T): the cache columns of the new tokens
 
 
 class CausalSelfAttention(nn.Module):

@@ -15,6 +15,7 @@ from gptkit.config import GPT4Config, Positions
 from gptkit.errors import ContextLengthError, WeightsError
 from gptkit.model.attention import AttentionInputs, CausalSelfAttention
 from gptkit.model.cache import KVCache
+from gptkit.model.fused import fused_decode
 from gptkit.model.layers import RotaryEmbedding, make_mlp, make_norm, sinusoidal_table
 
 IGNORE_INDEX = -100
@@ -40,6 +41,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        fused = fused_decode(self, x, inputs)  # one native op for a decode token on quantized weights
+        if fused is not None:
+            return fused
         x = x + self.drop(self.attn(self.attn_norm(x), inputs))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
@@ -226,7 +230,7 @@ class GPT4LMHeadModel(nn.Module):
         used = int(cache.next_column.max())
         mask = cache.attention_mask(columns, positions, used, self.config.sliding_window)
         inputs = AttentionInputs(
-            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns)
+            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns), columns=columns
         )
         return inputs, positions
 

@@ -20,6 +20,7 @@ from gptkit import kernels
 # ggml type ids the native kernels read: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 KERNEL_TYPES = frozenset({2, 3, 6, 7, 8, 10, 11, 12, 13, 14})
 KERNEL_MAX_ROWS = 16  # above this a dequantized dense matmul is faster (measured, docs/performance.md)
+PACKED_MAX_ROWS = 64  # the same for the x16 packed kernel (int16 activations: exact to ~1e-5)
 DENSE_CHUNK = 2**21  # weights dequantized at a time by the many-row path (4 MiB in bf16)
 
 
@@ -72,21 +73,28 @@ class GGMLWeight(nn.Module):
     def matmul(self, rows: torch.Tensor) -> torch.Tensor:
         """rows (M, K) -> (M, N) float32: native kernels for few rows, else a dequantized dense matmul."""
         native = kernels.ops()
-        if native is not None and rows.shape[0] <= KERNEL_MAX_ROWS:
-            if self.packed:
-                return native.ggml_packed_matmul(rows.float(), self.data, self.ggml_type, self.out_features)
-            if self.ggml_type in KERNEL_TYPES:
-                return native.ggml_matmul(rows.float(), self.data, self.ggml_type)
+        if native is not None and self.packed and rows.shape[0] <= PACKED_MAX_ROWS:
+            return native.ggml_packed_matmul(rows.float(), self.data, self.ggml_type, self.out_features)
+        if native is not None and not self.packed and rows.shape[0] <= KERNEL_MAX_ROWS and self.ggml_type in KERNEL_TYPES:
+            return native.ggml_matmul(rows.float(), self.data, self.ggml_type)
         return self._dense(rows).float()
 
     def _dense(self, rows: torch.Tensor) -> torch.Tensor:
-        """Dequantize DENSE_CHUNK weights at a time (whole x16 groups) for a dense matmul in dense_dtype()."""
+        """Dequantize DENSE_CHUNK weights at a time for a dense matmul in dense_dtype(): (M, K) -> (M, N)."""
         dtype = dense_dtype()
-        step = max(1, DENSE_CHUNK // self.in_features)
         inputs = rows.to(dtype)
-        parts = [F.linear(inputs, self.dequantize(dtype, start, start + step)) for start in range(0, self.out_features, step)]
-        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (M, N)
-
+        if self.packed:  # whole groups of 16 rows, dequantized straight into W^T: y = x @ W^T
+            native, groups = kernels.ops(), self.data.shape[0]
+            step = max(1, DENSE_CHUNK // (16 * self.in_features))
+            parts = [
+                inputs @ native.ggml_packed_transposed(self.data, self.ggml_type, self.in_features, g, min(g + step, groups), dtype)
+                for g in range(0, groups, step)
+            ]
+        else:
+            step = max(1, DENSE_CHUNK // self.in_features)
+            parts = [F.linear(inputs, self.dequantize(dtype, n, n + step)) for n in range(0, self.out_features, step)]
+        y = torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (M, N or N padded to 16)
+        return y[:, : self.out_features]
     def dequantize(self, dtype: torch.dtype = torch.float32, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Rows [start, stop) of the weight: (stop - start, K) in ``dtype``."""
         stop = self.out_features if stop is None else min(stop, self.out_features)

@@ -71,19 +71,20 @@ struct Kernels {
   decltype(&isa_portable::decode_attention_pairs) decode_attention_pairs;
   decltype(&isa_portable::packed_matmul) packed_matmul;
   decltype(&isa_portable::unpack) unpack;
+  decltype(&isa_portable::unpack_transposed) unpack_transposed;
 };
 
 Kernels kernels() {
 #ifdef GK_X86
   if (active_isa == AVX512)
     return {isa_avx512::matmul_rows, isa_avx512::dequantize_rows, isa_avx512::decode_attention_pairs,
-            isa_avx512::packed_matmul, isa_avx512::unpack};
+            isa_avx512::packed_matmul, isa_avx512::unpack, isa_avx512::unpack_transposed};
   if (active_isa == AVX2)
     return {isa_avx2::matmul_rows, isa_avx2::dequantize_rows, isa_avx2::decode_attention_pairs,
-            isa_avx2::packed_matmul, isa_avx2::unpack};
+            isa_avx2::packed_matmul, isa_avx2::unpack, isa_avx2::unpack_transposed};
 #endif
   return {isa_portable::matmul_rows, isa_portable::dequantize_rows, isa_portable::decode_attention_pairs,
-          isa_portable::packed_matmul, isa_portable::unpack};
+          isa_portable::packed_matmul, isa_portable::unpack, isa_portable::unpack_transposed};
 }
 
 int64_t cpu_isa() { return best_isa(); }
@@ -256,6 +257,192 @@ at::Tensor ggml_packed_rows(const at::Tensor& packed, int64_t ggml_type, int64_t
   return out;
 }
 
+// Row groups [g0, g1) of packed weights dequantized as W^T: (K, 16 (g1 - g0)) in float32 or bfloat16.
+at::Tensor ggml_packed_transposed(const at::Tensor& packed, int64_t ggml_type, int64_t K, int64_t g0, int64_t g1,
+                                  at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "unpack to float32 or bfloat16");
+  check_packed(packed, ggml_type, K, 0);
+  TORCH_CHECK(0 <= g0 && g0 <= g1 && g1 <= packed.size(0), "row groups out of range");
+  const int64_t width = 16 * (g1 - g0);
+  at::Tensor out = at::empty({K, width}, packed.options().dtype(dtype));
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  void* op = out.data_ptr();
+  const auto unpack_transposed = kernels().unpack_transposed;
+  const bool bf16 = dtype == at::kBFloat16;
+  at::parallel_for(g0, g1, 4, [&](int64_t a, int64_t b) {
+    unpack_transposed(int(ggml_type), wp, K, a, b, g0, width, op, bf16);
+  });
+  return out;
+}
+
+// ---- one decoder block for decode rows (one new token per row), in one op --------------------------------
+
+// A quantized weight as the block op receives it: the file's blocks (N, row_bytes) or the x16 layout.
+struct WeightRef {
+  const uint8_t* data;
+  int64_t type, N, K, row_bytes;
+  bool packed;
+};
+
+WeightRef weight_ref(const at::Tensor& data, int64_t type, int64_t N, int64_t K, bool packed) {
+  if (packed) {
+    check_packed(data, type, K, N);
+  } else {
+    check_weight(data, checked_type(type), K);
+    TORCH_CHECK(data.size(0) == N, "weight has ", data.size(0), " rows, expected ", N);
+  }
+  return {data.data_ptr<uint8_t>(), type, N, K, packed ? 0 : data.size(1), packed};
+}
+
+// y (M, N) = x (M, K) @ W^T (+ bias): the kernels of ggml_packed_matmul / ggml_matmul without an op call.
+void linear_into(const float* x, int64_t M, const WeightRef& w, const float* bias, float* y) {
+  const int64_t K = w.K, N = w.N;
+  if (w.packed) {
+    const int64_t blocks = K / 32;
+    std::vector<int16_t> codes(M * K);
+    std::vector<float> scales(M * blocks);
+    std::vector<int32_t> sums(M * blocks);
+    std::vector<isa_portable::QuantizedRow> rows(M);
+    for (int64_t m = 0; m < M; ++m) {
+      isa_portable::quantize_row(x + m * K, K, codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks);
+      rows[m] = {codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks};
+    }
+    const auto packed_matmul = kernels().packed_matmul;
+    at::parallel_for(0, (N + 15) / 16, 4, [&](int64_t g0, int64_t g1) {
+      packed_matmul(int(w.type), w.data, K, rows.data(), M, g0, g1, y, N);
+    });
+  } else {
+    const auto matmul_rows = kernels().matmul_rows;
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+      matmul_rows(x, M, K, w.data, w.row_bytes, int(w.type), n0, n1, y, N, scratch(K));
+    });
+  }
+  if (bias != nullptr)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
+}
+
+const float* optional_data(const c10::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<float>() : nullptr;
+}
+
+// Row-wise RMSNorm (kind 0) or LayerNorm (kind 1) of x (M, C) into y, times weight, plus bias.
+void norm_rows(const float* x, int64_t M, int64_t C, int64_t kind, double eps, const float* weight,
+               const float* bias, float* y) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * C;
+    double mean = 0.0, square = 0.0;
+    for (int64_t c = 0; c < C; ++c) mean += row[c], square += double(row[c]) * row[c];
+    mean /= C;
+    square /= C;
+    const double center = kind == 0 ? 0.0 : mean;
+    const double variance = kind == 0 ? square : square - mean * mean;
+    const float inverse = float(1.0 / std::sqrt(variance + eps));
+    for (int64_t c = 0; c < C; ++c) {
+      float v = float(row[c] - center) * inverse * weight[c];
+      y[m * C + c] = bias != nullptr ? v + bias[c] : v;
+    }
+  }
+}
+
+// Rotate-half rotary embedding of n_heads heads of one row in place: x (heads, D), cos/sin (D).
+void rotate_heads(float* x, int64_t heads, int64_t D, const float* cos, const float* sin) {
+  const int64_t half = D / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * D;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+  }
+}
+
+float gelu(float v, bool tanh_approximation) {
+  if (tanh_approximation) return 0.5f * v * (1.f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  return 0.5f * v * (1.f + std::erf(v * 0.7071067811865476f));
+}
+
+// x (B, C) float32 -> x + attn(norm(x)), then + mlp(norm(x)): the decoder block for one new token per row.
+// qkv rows are [q; k; v]; cos/sin (B, D) or empty (no rotary); the new keys and values go to column
+// columns[b] of the (B, Hkv, S_max, D) caches; visible (B, S) says which cache columns each row attends.
+// mlp_kind: 0 SwiGLU (up holds [gate; up]), 1 GELU (erf), 2 GELU (tanh).
+at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, const c10::optional<at::Tensor>& attn_norm_b,
+                        const at::Tensor& qkv, int64_t qkv_type, bool qkv_packed, const c10::optional<at::Tensor>& qkv_b,
+                        const at::Tensor& proj, int64_t proj_type, bool proj_packed, const c10::optional<at::Tensor>& proj_b,
+                        const at::Tensor& mlp_norm_w, const c10::optional<at::Tensor>& mlp_norm_b,
+                        const at::Tensor& up, int64_t up_type, bool up_packed, const c10::optional<at::Tensor>& up_b,
+                        const at::Tensor& down, int64_t down_type, bool down_packed, const c10::optional<at::Tensor>& down_b,
+                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                        const at::Tensor& columns, const at::Tensor& visible, int64_t n_head, int64_t norm_kind,
+                        double eps, int64_t mlp_kind, int64_t ffn_dim) {
+  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous (B, C) float32");
+  TORCH_CHECK(k_cache.dtype() == at::kFloat && k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4,
+              "caches must be contiguous float32 (B, Hkv, S_max, D)");
+  const int64_t B = x.size(0), C = x.size(1), Hkv = k_cache.size(1), S_max = k_cache.size(2), D = k_cache.size(3);
+  const int64_t q_dim = n_head * D, kv_dim = Hkv * D, qkv_dim = q_dim + 2 * kv_dim, S = visible.size(1);
+  const int64_t up_dim = mlp_kind == 0 ? 2 * ffn_dim : ffn_dim;
+  TORCH_CHECK(k_cache.size(0) == B && columns.size(0) == B && visible.size(0) == B && S <= S_max, "decode_block: rows disagree");
+  const WeightRef w_qkv = weight_ref(qkv, qkv_type, qkv_dim, C, qkv_packed);
+  const WeightRef w_proj = weight_ref(proj, proj_type, C, q_dim, proj_packed);
+  const WeightRef w_up = weight_ref(up, up_type, up_dim, C, up_packed);
+  const WeightRef w_down = weight_ref(down, down_type, C, ffn_dim, down_packed);
+  const bool rotary = cos.numel() > 0;
+  const at::Tensor cols = columns.to(at::kLong).contiguous();
+  const at::Tensor mask = visible.to(at::kBool).contiguous();
+
+  at::Tensor out = x.clone();
+  float* h = out.data_ptr<float>();  // the residual stream, updated in place
+  std::vector<float> normed(B * C), heads(B * qkv_dim), attended(B * q_dim), delta(B * C);
+  std::vector<float> hidden(B * up_dim), act(B * ffn_dim);
+
+  // attention: norm -> qkv -> rotary -> cache write -> attention -> proj -> residual
+  norm_rows(h, B, C, norm_kind, eps, attn_norm_w.data_ptr<float>(), optional_data(attn_norm_b), normed.data());
+  linear_into(normed.data(), B, w_qkv, optional_data(qkv_b), heads.data());
+  float* kc = k_cache.data_ptr<float>();
+  float* vc = v_cache.data_ptr<float>();
+  const int64_t* cp = cols.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = heads.data() + b * qkv_dim;  // [q (n_head, D); k (Hkv, D); v (Hkv, D)]
+    if (rotary) rotate_heads(row, n_head + Hkv, D, cos.data_ptr<float>() + b * D, sin.data_ptr<float>() + b * D);
+    TORCH_CHECK(cp[b] >= 0 && cp[b] < S_max, "cache column out of range");
+    for (int64_t g = 0; g < Hkv; ++g) {
+      std::memcpy(kc + ((b * Hkv + g) * S_max + cp[b]) * D, row + q_dim + g * D, D * sizeof(float));
+      std::memcpy(vc + ((b * Hkv + g) * S_max + cp[b]) * D, row + q_dim + kv_dim + g * D, D * sizeof(float));
+    }
+  }
+  std::vector<float> queries(B * q_dim);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(queries.data() + b * q_dim, heads.data() + b * qkv_dim, q_dim * sizeof(float));
+  const auto attention = kernels().decode_attention_pairs;
+  const uint8_t* mp = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
+  const float scale = float(1.0 / std::sqrt(double(D)));
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t p0, int64_t p1) {
+    attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, p0, p1,
+              scratch((n_head / Hkv) * S));
+  });
+  linear_into(attended.data(), B, w_proj, optional_data(proj_b), delta.data());
+  for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
+
+  // MLP: norm -> up (gate) -> activation -> down -> residual
+  norm_rows(h, B, C, norm_kind, eps, mlp_norm_w.data_ptr<float>(), optional_data(mlp_norm_b), normed.data());
+  linear_into(normed.data(), B, w_up, optional_data(up_b), hidden.data());
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = hidden.data() + b * up_dim;
+    float* a = act.data() + b * ffn_dim;
+    for (int64_t i = 0; i < ffn_dim; ++i) {
+      if (mlp_kind == 0) {
+        const float gate = row[i];
+        a[i] = gate / (1.f + std::exp(-gate)) * row[ffn_dim + i];
+      } else {
+        a[i] = gelu(row[i], mlp_kind == 2);
+      }
+    }
+  }
+  linear_into(act.data(), B, w_down, optional_data(down_b), delta.data());
+  for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(gptkit_native, m) {
@@ -265,6 +452,13 @@ TORCH_LIBRARY(gptkit_native, m) {
   m.def("ggml_pack(Tensor w, int ggml_type, int k) -> Tensor");
   m.def("ggml_packed_matmul(Tensor x, Tensor packed, int ggml_type, int n) -> Tensor");
   m.def("ggml_packed_rows(Tensor packed, int ggml_type, int k, Tensor rows, ScalarType dtype) -> Tensor");
+  m.def(
+      "decode_block(Tensor x, Tensor attn_norm_w, Tensor? attn_norm_b, Tensor qkv, int qkv_type, bool qkv_packed, "
+      "Tensor? qkv_b, Tensor proj, int proj_type, bool proj_packed, Tensor? proj_b, Tensor mlp_norm_w, "
+      "Tensor? mlp_norm_b, Tensor up, int up_type, bool up_packed, Tensor? up_b, Tensor down, int down_type, "
+      "bool down_packed, Tensor? down_b, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor columns, Tensor visible, int n_head, int norm_kind, float eps, int mlp_kind, int ffn_dim) -> Tensor");
+  m.def("ggml_packed_transposed(Tensor packed, int ggml_type, int k, int g0, int g1, ScalarType dtype) -> Tensor");
   m.def("cpu_isa() -> int");
   m.def("get_isa() -> int");
   m.def("set_isa(int isa) -> int");
@@ -275,6 +469,8 @@ TORCH_LIBRARY_IMPL(gptkit_native, CPU, m) {
   m.impl("ggml_dequantize", ggml_dequantize);
   m.impl("decode_attention", decode_attention);
   m.impl("ggml_pack", ggml_pack);
+  m.impl("decode_block", decode_block);
+  m.impl("ggml_packed_transposed", ggml_packed_transposed);
   m.impl("ggml_packed_matmul", ggml_packed_matmul);
   m.impl("ggml_packed_rows", ggml_packed_rows);
 }

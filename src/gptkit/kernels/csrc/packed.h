@@ -230,3 +230,62 @@ static void unpack(int ggml_type, const uint8_t* packed, int64_t K, const int64_
                    void* out, bool bf16, float* scratch) {
   with_packed_type(ggml_type, [&]<int T>() { unpack_rows<T>(packed, K / 32, rows, i0, i1, K, out, bf16, scratch); });
 }
+
+// Row groups [g0, g1) of packed weights, dequantized and transposed: out (K, width) row-major, with
+// out[k][16 (g - g0) + lane] = W[16 g + lane][k] (floats, or bf16 bits when ``bf16``). This is the layout
+// the packed codes already have (lanes are rows), so a dense many-row matmul can use it without a
+// transpose: y = x @ out.
+template <int T>
+static void unpack_transposed_groups(const uint8_t* packed, int64_t blocks, int64_t g0, int64_t g1, int64_t first,
+                                     int64_t width, void* out, bool bf16) {
+  constexpr int GB = group_block_bytes<T>();
+  using P = Packed<T>;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t column = 16 * (g - first);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = packed + (g * blocks + b) * GB;
+#ifdef GK_VNNI
+      __m512i codes[16];
+      block_code_vectors<T>(blk, codes);
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes)));
+      __m512 base = _mm512_mul_ps(d, _mm512_set1_ps(-float(P::offset)));  // value of code 0
+      if (P::has_min)
+        base = _mm512_add_ps(base, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32))));
+      for (int c = 0; c < 16; ++c) {
+        const __m512i even = _mm512_srai_epi32(_mm512_slli_epi32(codes[c], 16), 16), odd = _mm512_srai_epi32(codes[c], 16);
+        const __m512 values[2] = {_mm512_fmadd_ps(_mm512_cvtepi32_ps(even), d, base),
+                                  _mm512_fmadd_ps(_mm512_cvtepi32_ps(odd), d, base)};
+        for (int j = 0; j < 2; ++j) {
+          const int64_t k = 32 * b + 2 * c + j;
+          if (bf16) {
+            __m512i bits = _mm512_castps_si512(values[j]);
+            const __m512i round = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)),
+                                                   _mm512_set1_epi32(0x7FFF));
+            bits = _mm512_srli_epi32(_mm512_add_epi32(bits, round), 16);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + k * width + column),
+                                _mm512_cvtepi32_epi16(bits));
+          } else {
+            _mm512_storeu_ps(static_cast<float*>(out) + k * width + column, values[j]);
+          }
+        }
+      }
+#else
+      for (int lane = 0; lane < 16; ++lane) {
+        const float d = half_at(blk + P::code_bytes + 2 * lane);
+        const float m = P::has_min ? half_at(blk + P::code_bytes + 32 + 2 * lane) : 0.f;
+        for (int j = 0; j < 32; ++j) {
+          const float value = float(packed_code<T>(blk, lane, j) - P::offset) * d + m;
+          const int64_t at = (32 * b + j) * width + column + lane;
+          if (bf16) static_cast<uint16_t*>(out)[at] = float_to_bf16(value);
+          else static_cast<float*>(out)[at] = value;
+        }
+      }
+#endif
+    }
+  }
+}
+
+static void unpack_transposed(int ggml_type, const uint8_t* packed, int64_t K, int64_t g0, int64_t g1, int64_t first,
+                              int64_t width, void* out, bool bf16) {
+  with_packed_type(ggml_type, [&]<int T>() { unpack_transposed_groups<T>(packed, K / 32, g0, g1, first, width, out, bf16); });
+}
