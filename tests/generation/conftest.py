@@ -19,7 +19,7 @@ def _one_thread(single_thread):
 def gptkit_twin(hf: torch.nn.Module, tmp_dir) -> GPT4LMHeadModel:
     """Load a transformers model's saved files with gptkit's production loader (same weights)."""
     hf.save_pretrained(tmp_dir, safe_serialization=True)
-    return GPT4LMHeadModel.from_pretrained(tmp_dir)
+    return GPT4LMHeadModel.from_pretrained(tmp_dir, dtype=torch.float32)
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:

@@ -83,7 +83,9 @@ def test_packed_matmul_equals_dequantized_matmul(qtype, n, k):
     packed = native.ggml_pack(blocks, qtype, k)
     rows = torch.arange(n)
     assert torch.equal(native.ggml_packed_rows(packed, qtype, k, rows, torch.float32), w)  # lossless layout
-    assert torch.equal(native.ggml_packed_transposed(packed, qtype, k, 0, packed.shape[0], torch.float32)[:, :n], w.T)
+    assert torch.equal(
+        native.ggml_packed_transposed(packed, qtype, k, 0, packed.shape[0], torch.float32)[:, :n], w.T
+    )
     for m in (*range(1, 17), 40, 70):
         x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
         assert_matmul_close(native.ggml_packed_matmul(x, packed, qtype, n), x, w, 1e-4)
@@ -106,7 +108,9 @@ def test_packed_matmul_extreme_and_negative_scales(qtype, scale):
 def test_zero_activations_and_weights_give_zeros():
     blocks = random_blocks(Q.Q4_1, 16, 64, np.random.default_rng(0))
     packed = native.ggml_pack(blocks, int(Q.Q4_1), 64)
-    assert torch.equal(native.ggml_packed_matmul(torch.zeros(2, 64), packed, int(Q.Q4_1), 16), torch.zeros(2, 16))
+    assert torch.equal(
+        native.ggml_packed_matmul(torch.zeros(2, 64), packed, int(Q.Q4_1), 16), torch.zeros(2, 16)
+    )
 
 
 def test_weight_layer_switches_paths_by_row_count():
@@ -162,9 +166,15 @@ def test_results_do_not_depend_on_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = native.ggml_packed_matmul(x, packed, int(Q.Q4_1), 100), native.ggml_matmul(x, blocks, int(Q.Q4_1))
+        one = (
+            native.ggml_packed_matmul(x, packed, int(Q.Q4_1), 100),
+            native.ggml_matmul(x, blocks, int(Q.Q4_1)),
+        )
         torch.set_num_threads(2)
-        two = native.ggml_packed_matmul(x, packed, int(Q.Q4_1), 100), native.ggml_matmul(x, blocks, int(Q.Q4_1))
+        two = (
+            native.ggml_packed_matmul(x, packed, int(Q.Q4_1), 100),
+            native.ggml_matmul(x, blocks, int(Q.Q4_1)),
+        )
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])

@@ -91,7 +91,7 @@ def test_bundled_smollm2_matches_transformers(bundled_gguf):
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         bundled_gguf.parent, gguf_file=bundled_gguf.name, dtype=torch.float32
     ).eval()
-    ours = GPT4LMHeadModel.from_pretrained(bundled_gguf)
+    ours = GPT4LMHeadModel.from_pretrained(bundled_gguf, dtype=torch.float32)  # the exact reference path
     prompt = torch.tensor([[1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28,
                             7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649]])  # fmt: skip
     with torch.no_grad():

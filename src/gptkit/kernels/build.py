@@ -37,9 +37,7 @@ def cache_root() -> Path:
 
 def compiler() -> str:
     """The C++ compiler: $CXX, else the first of c++, g++ and clang++ on the PATH."""
-    chosen = os.environ.get("CXX") or next(
-        (c for c in ("c++", "g++", "clang++") if shutil.which(c)), None
-    )
+    chosen = os.environ.get("CXX") or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
     if not chosen or not shutil.which(chosen):
         raise BuildError(f"no C++ compiler found ({chosen or 'c++, g++ or clang++'})")
     return chosen

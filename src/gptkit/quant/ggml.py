@@ -47,7 +47,9 @@ def pack(blocks: torch.Tensor, ggml_type: int, in_features: int) -> tuple[torch.
     return native.ggml_pack(blocks.contiguous(), ggml_type, in_features), True
 
 
-def dequantize_blocks(blocks: torch.Tensor, ggml_type: int, in_features: int, dtype: torch.dtype) -> torch.Tensor:
+def dequantize_blocks(
+    blocks: torch.Tensor, ggml_type: int, in_features: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Rows of ggml blocks (N, row_bytes) -> (N, in_features) in ``dtype``."""
     native = kernels.ops()
     if native is not None and ggml_type in KERNEL_TYPES and dtype in (torch.float32, torch.bfloat16):
@@ -75,7 +77,12 @@ class GGMLWeight(nn.Module):
         native = kernels.ops()
         if native is not None and self.packed and rows.shape[0] <= PACKED_MAX_ROWS:
             return native.ggml_packed_matmul(rows.float(), self.data, self.ggml_type, self.out_features)
-        if native is not None and not self.packed and rows.shape[0] <= KERNEL_MAX_ROWS and self.ggml_type in KERNEL_TYPES:
+        if (
+            native is not None
+            and not self.packed
+            and rows.shape[0] <= KERNEL_MAX_ROWS
+            and self.ggml_type in KERNEL_TYPES
+        ):
             return native.ggml_matmul(rows.float(), self.data, self.ggml_type)
         return self._dense(rows).float()
 
@@ -87,15 +94,24 @@ class GGMLWeight(nn.Module):
             native, groups = kernels.ops(), self.data.shape[0]
             step = max(1, DENSE_CHUNK // (16 * self.in_features))
             parts = [
-                inputs @ native.ggml_packed_transposed(self.data, self.ggml_type, self.in_features, g, min(g + step, groups), dtype)
+                inputs
+                @ native.ggml_packed_transposed(
+                    self.data, self.ggml_type, self.in_features, g, min(g + step, groups), dtype
+                )
                 for g in range(0, groups, step)
             ]
         else:
             step = max(1, DENSE_CHUNK // self.in_features)
-            parts = [F.linear(inputs, self.dequantize(dtype, n, n + step)) for n in range(0, self.out_features, step)]
+            parts = [
+                F.linear(inputs, self.dequantize(dtype, n, n + step))
+                for n in range(0, self.out_features, step)
+            ]
         y = torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (M, N or N padded to 16)
         return y[:, : self.out_features]
-    def dequantize(self, dtype: torch.dtype = torch.float32, start: int = 0, stop: int | None = None) -> torch.Tensor:
+
+    def dequantize(
+        self, dtype: torch.dtype = torch.float32, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
         """Rows [start, stop) of the weight: (stop - start, K) in ``dtype``."""
         stop = self.out_features if stop is None else min(stop, self.out_features)
         return self.rows(torch.arange(start, stop), dtype)
@@ -105,7 +121,9 @@ class GGMLWeight(nn.Module):
         if self.packed:
             native = kernels.ops()
             kernel_dtype = dtype if dtype in (torch.float32, torch.bfloat16) else torch.float32
-            return native.ggml_packed_rows(self.data, self.ggml_type, self.in_features, index, kernel_dtype).to(dtype)
+            return native.ggml_packed_rows(
+                self.data, self.ggml_type, self.in_features, index, kernel_dtype
+            ).to(dtype)
         return dequantize_blocks(self.data.index_select(0, index), self.ggml_type, self.in_features, dtype)
 
 

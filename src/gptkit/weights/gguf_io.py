@@ -446,7 +446,26 @@ def open_gguf_state(
     return config, shapes, read
 
 
-def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> tuple[int, torch.Tensor, bool] | None:
+# byte offsets of the fp16 scale fields (d, and m or dmin) inside one block of each quantized type
+SCALE_FIELDS = {Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8_0: (0,), Q.Q2_K: (80, 82),
+                Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}  # fmt: skip
+
+
+def _check_scales(tensor: GGUFTensor) -> None:
+    """Refuse quantized blocks whose fp16 scales are NaN or infinite (they would compute garbage)."""
+    type_size = GGML_QUANT_SIZES[tensor.ggml_type][1]
+    blocks = tensor.data.view(-1, type_size)  # (n_blocks, type_size)
+    for offset in SCALE_FIELDS.get(tensor.ggml_type, ()):
+        scales = blocks[:, offset : offset + 2].contiguous().view(torch.float16)
+        if not bool(torch.isfinite(scales).all()):
+            raise WeightsError(
+                f"tensor {tensor.name!r} ({tensor.ggml_type.name}) has NaN or infinite block scales"
+            )
+
+
+def _blocks(
+    sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]
+) -> tuple[int, torch.Tensor, bool] | None:
     """(ggml type id, rows of blocks (N, row_bytes) uint8, whether the rows are a view of the file) of a
     2-D parameter whose parts share one quantized type, row transforms applied to whole rows; None for
     float or mixed types."""
@@ -458,6 +477,7 @@ def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) ->
         return None
     parts = []
     for tensor in sources:
+        _check_scales(tensor)
         rows = tensor.data.view(tensor.shape[0], -1)  # (N, row_bytes): a view of the file
         transform = transforms.get(_kind(tensor.name)[0])
         parts.append(transform(rows).contiguous() if transform else rows)

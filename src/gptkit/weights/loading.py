@@ -63,7 +63,9 @@ def load_pretrained(
     return model
 
 
-def choose_path(dtype: torch.dtype | None, quantize: str | None, is_gguf: bool) -> tuple[torch.dtype, str | None]:
+def choose_path(
+    dtype: torch.dtype | None, quantize: str | None, is_gguf: bool
+) -> tuple[torch.dtype, str | None]:
     """(dtype of the floating-point tensors, quantization scheme or None) for the requested options."""
     from gptkit.quant.ggml import dense_dtype
 
@@ -160,7 +162,9 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
     return model
 
 
-def _ggml_weight(ggml_type: int, rows: torch.Tensor, is_view: bool, shape: tuple[int, int], release: Callable):
+def _ggml_weight(
+    ggml_type: int, rows: torch.Tensor, is_view: bool, shape: tuple[int, int], release: Callable
+):
     """A GGMLWeight over ``rows`` (a view of the file), repacked for the kernels where they have a layout;
     the file pages of a repacked weight are then handed back to the OS."""
     from gptkit.quant.ggml import GGMLWeight, pack
