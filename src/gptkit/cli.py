@@ -12,8 +12,11 @@ from gptkit.registry import DEFAULT_MODEL
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog"
 # gptkit.quant.SCHEMES' names, listed here so that building the parser does not import torch
-QUANTIZE_CHOICES = ("int8", "int4", "int4-g64", "int4-g128")
-QUANTIZE_HELP = "weight-only int8 linears, or int4 (groups of 32; -g64/-g128) with an int8 lm_head"
+QUANTIZE_CHOICES = ("gguf", "none", "int8", "int4", "int4-g64", "int4-g128")
+QUANTIZE_HELP = (
+    "default: a quantized GGUF keeps its blocks on the native kernels (gguf); none: float weights "
+    "(with --dtype float32: the exact reference path); int8 / int4 (-g64/-g128): re-quantized linears"
+)
 COMPILE_HELP = (
     "torch.compile the decode step: about a minute and a half to start the first time (seconds once "
     "cached), then ~2x faster decoding; decodes eagerly if compiling fails"

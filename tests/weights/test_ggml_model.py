@@ -117,6 +117,15 @@ def test_generate_equals_reference_greedy(tmp_path):
     assert torch.equal(model.generate(ids, max_new_tokens=12), reference.generate(ids, max_new_tokens=12))
 
 
+def test_save_pretrained_dequantizes_the_blocks(tmp_path):
+    path = write_tiny_llama(tmp_path / "tiny.gguf", Q.Q4_1)
+    GPT4LMHeadModel.from_pretrained(path).save_pretrained(tmp_path / "hf")
+    saved = GPT4LMHeadModel.from_pretrained(tmp_path / "hf", dtype="float32")
+    reference = GPT4LMHeadModel.from_pretrained(path, dtype="float32")
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    assert torch.equal(_logits(saved, ids), _logits(reference, ids))
+
+
 def test_explicit_reference_and_none_paths(tmp_path):
     path = write_tiny_llama(tmp_path / "tiny.gguf", Q.Q4_0)
     for model in (

@@ -19,58 +19,64 @@ MLP_KINDS = {"swiglu": 0, "none": 1, "tanh": 2}  # SwiGLU, GELU (erf), GELU (tan
 
 def fused_decode(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor | None:
     """x (B, 1, C) -> the block's output through gptkit_native::decode_block, or None when it does not apply."""
-    native = _usable(block, x, inputs)
-    if native is None:
+    if x.shape[1] != 1 or inputs.cache is None or inputs.columns is None or x.dtype != torch.float32:
         return None
-    attn, mlp = block.attn, block.mlp
-    swiglu = hasattr(mlp, "gate_up")
-    up = mlp.gate_up if swiglu else mlp.up
-    cos, sin = inputs.rotary if inputs.rotary is not None else (x.new_empty(0), x.new_empty(0))
+    if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return None
+    weights = _block_arguments(block)
+    native = kernels.ops() if weights is not None else None
+    if native is None or inputs.cache.k[0].dtype != torch.float32 or x.device.type != "cpu":
+        return None
+    if block.attn_norm.weight.dtype != torch.float32:  # model.to(dtype) keeps the objects, not their dtype
+        return None
     B = x.shape[0]
+    cos, sin = inputs.rotary if inputs.rotary is not None else (_EMPTY, _EMPTY)
+    layer = block.attn.layer
     out = native.decode_block(
         x.reshape(B, -1).contiguous(),
-        *_norm(block.attn_norm),
-        *_linear(attn.qkv),
-        *_linear(attn.proj),
-        *_norm(block.mlp_norm),
-        *_linear(up),
-        *_linear(mlp.down),
-        cos.reshape(B, -1).float().contiguous(),
-        sin.reshape(B, -1).float().contiguous(),
-        inputs.cache.k[attn.layer],
-        inputs.cache.v[attn.layer],
+        *weights,
+        cos.reshape(B, -1).contiguous(),
+        sin.reshape(B, -1).contiguous(),
+        inputs.cache.k[layer],
+        inputs.cache.v[layer],
         inputs.columns.reshape(B),
         inputs.mask[:, 0, 0],
-        attn.n_head,
-        1 if isinstance(block.attn_norm, nn.LayerNorm) else 0,
-        _eps(block.attn_norm),
-        MLP_KINDS["swiglu" if swiglu else mlp.approximate],
-        mlp.ffn_dim if swiglu else mlp.up.out_features,
+        *block._fused_config,
     )
     return out.view(B, 1, -1)
 
 
-def _usable(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs):
-    """The native ops when this block and input take the fused path, else None."""
-    if x.shape[1] != 1 or inputs.cache is None or inputs.columns is None or x.dtype != torch.float32:
-        return None
-    if block.training or torch.is_grad_enabled() or x.device.type != "cpu" or torch.compiler.is_compiling():
-        return None
+_EMPTY = torch.empty(0)
+
+
+def _block_arguments(block: nn.Module) -> tuple | None:
+    """The block's weights as decode_block takes them (kept on the block until its modules change), or
+    None when a linear does not keep GGUF blocks or a norm is not float32."""
     mlp = block.mlp
-    linears = (block.attn.qkv, block.attn.proj, getattr(mlp, "gate_up", None) or mlp.up, mlp.down)
-    if not all(hasattr(linear, "qweight") for linear in linears):
-        return None
-    if inputs.cache.k[0].dtype != torch.float32 or block.attn_norm.weight.dtype != torch.float32:
-        return None
-    return kernels.ops()
+    swiglu = hasattr(mlp, "gate_up")
+    modules = (block.attn_norm, block.attn.qkv, block.attn.proj, block.mlp_norm, mlp.gate_up if swiglu else mlp.up, mlp.down)
+    cached = block.__dict__.get("_fused_arguments")
+    if cached is not None and cached[0] == tuple(map(id, modules)):
+        return cached[1]
+    arguments = None
+    linears = modules[1:3] + modules[4:]
+    norms_fp32 = all(norm.weight.dtype == torch.float32 for norm in (block.attn_norm, block.mlp_norm))
+    if all(hasattr(linear, "qweight") for linear in linears) and norms_fp32:
+        attn_norm, qkv, proj, mlp_norm, up, down = modules
+        arguments = (*_norm(attn_norm), *_linear(qkv), *_linear(proj), *_norm(mlp_norm), *_linear(up), *_linear(down))
+        block._fused_config = (
+            block.attn.n_head,
+            1 if isinstance(attn_norm, nn.LayerNorm) else 0,
+            float(attn_norm.eps),
+            MLP_KINDS["swiglu" if swiglu else mlp.approximate],
+            mlp.ffn_dim if swiglu else mlp.up.out_features,
+        )
+    block.__dict__["_fused_arguments"] = (tuple(map(id, modules)), arguments)
+    return arguments
 
 
 def _norm(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return norm.weight, norm.bias
-
-
-def _eps(norm: nn.Module) -> float:
-    return float(norm.eps)
 
 
 def _linear(linear: nn.Module) -> tuple:

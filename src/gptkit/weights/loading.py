@@ -260,7 +260,28 @@ def describe(name_or_path: str | Path) -> dict[str, str]:
         "quantization": str(extra.get("quantization") or extra.get("hf_dtype") or "float32"),
         "context length": str(config.context_length),
         "vocabulary": str(config.vocab_size),
+        "runs on": runs_on(source),
         "tokenizer": "embedded GGUF vocabulary" if source.kind is SourceKind.GGUF else "tokenizer.json",
         "format": source.kind.value,
         "path": str(source.path),
     }
+
+
+def runs_on(source: ModelSource) -> str:
+    """Which compute path ``from_pretrained`` gives this model by default, in words."""
+    from gptkit import kernels
+    from gptkit.quant.ggml import KERNEL_TYPES, PACKED_TYPES, dense_dtype
+
+    reference = "dtype=float32 / --dtype float32 gives the float32 reference path"
+    if source.kind is not SourceKind.GGUF:
+        return f"torch, {str(dense_dtype()).removeprefix('torch.')} weights ({reference})"
+    from gptkit.weights.gguf_file import read_header
+
+    types = {t.type_id for t in read_header(source.path).tensors if len(t.dims) == 2}
+    if not types & KERNEL_TYPES:
+        return "torch, float32 weights (the file holds no quantized blocks the kernels read)"
+    isa = kernels.isa_name()
+    if isa == "off":
+        return f"the file's quantized blocks, dequantized by torch (native kernels unavailable; {reference})"
+    packed = "repacked x16" if types & PACKED_TYPES else "as stored"
+    return f"native {isa} kernels on the file's quantized blocks ({packed}); {reference}"

@@ -179,7 +179,7 @@ def save_pretrained(
     config: GPT4Config = model.config
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    params = {name: p.detach().cpu() for name, p in model.named_parameters()}  # a tied lm_head appears once
+    params = float_parameters(model)
     tensors = ours_to_hf(keymap_for(config), config, params)
     _write_json(directory / CONFIG_FILE, config_to_hf(config, dtype=model.dtype))
     _write_json(directory / GENERATION_CONFIG_FILE, generation_config(config))
@@ -195,6 +195,16 @@ def save_pretrained(
         weight_map.update(dict.fromkeys(shard, filename))
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     _write_json(directory / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def float_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter by our name (a tied lm_head once), layers that keep GGUF blocks dequantized to fp32."""
+    params = {name: p.detach().cpu() for name, p in model.named_parameters()}
+    tied = model.config.tie_word_embeddings
+    for name, module in model.named_modules():
+        if hasattr(module, "qweight") and not (tied and name == "lm_head"):
+            params[f"{name}.weight"] = module.dequantized_weight(torch.float32)
+    return params
 
 
 def generation_config(config: GPT4Config) -> dict[str, Any]:
