@@ -59,7 +59,9 @@ def test_content_cannot_forge_a_turn(chatml):
 def test_the_opt_in_parses_content_like_transformers(chatml, smol_dir):
     from transformers import AutoTokenizer
 
-    ids = chatml.apply_chat_template(user(INJECTION), add_generation_prompt=True, allow_special_in_content=True)
+    ids = chatml.apply_chat_template(
+        user(INJECTION), add_generation_prompt=True, allow_special_in_content=True
+    )
     theirs = AutoTokenizer.from_pretrained(str(smol_dir))
     assert ids == theirs.apply_chat_template(user(INJECTION), add_generation_prompt=True, return_dict=False)
     assert control_tokens(chatml, ids).count("<|im_start|>") == 4
@@ -71,9 +73,10 @@ def test_the_text_path_keeps_content_text_when_encoded(chatml):
     ids = chatml.apply_chat_template(user(INJECTION), add_generation_prompt=True)
     assert chatml.encode(text, add_special_tokens=False, allowed_special="all") == ids
     assert chatml(text, add_special_tokens=False, allowed_special="all")["input_ids"] == ids
-    assert chatml.apply_chat_template(user(INJECTION), add_generation_prompt=True, return_dict=True)[
-        "input_ids"
-    ] == ids
+    assert (
+        chatml.apply_chat_template(user(INJECTION), add_generation_prompt=True, return_dict=True)["input_ids"]
+        == ids
+    )
     assert pickle.loads(pickle.dumps(text)).protected == text.protected
     opted = chatml.apply_chat_template(
         user(INJECTION), add_generation_prompt=True, tokenize=False, allow_special_in_content=True
@@ -104,7 +107,9 @@ def test_cl100k_with_a_template(gpt4):
     ids = gpt4.apply_chat_template(user("a<|endoftext|>b"), chat_template=template)
     assert ids.count(100257) == 1 and ids[-1] == 100257
     assert gpt4.decode(ids) == "a<|endoftext|>b<|endoftext|>"
-    opted = gpt4.apply_chat_template(user("a<|endoftext|>b"), chat_template=template, allow_special_in_content=True)
+    opted = gpt4.apply_chat_template(
+        user("a<|endoftext|>b"), chat_template=template, allow_special_in_content=True
+    )
     assert opted.count(100257) == 2
 
 
