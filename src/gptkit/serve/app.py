@@ -8,7 +8,6 @@ sampled with ``seed + i``, so the whole response is reproducible.
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +16,7 @@ from typing import Any
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gptkit.engine import Completion, Engine, SamplingParams
@@ -36,6 +35,7 @@ from gptkit.serve.schemas import (
     SamplingOptions,
     TokenizeRequest,
 )
+from gptkit.serve.web import router as web_router
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 DISCONNECT_POLL_S = 0.05
@@ -108,10 +108,13 @@ def create_app(
     app.state.gptkit = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(web_router)
     limits = state.limits
     app.add_middleware(BodyMiddleware, max_bytes=limits.max_body_bytes, read_timeout_s=limits.read_timeout_s)
     app.add_middleware(AuthMiddleware, api_key=state.api_key)  # outside: no body is read without the key
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths={r.path for r in router.routes})
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, paths={r.path for r in [*router.routes, *web_router.routes]}
+    )
     return app
 
 
@@ -124,15 +127,6 @@ State = Depends(_state)
 
 
 # ---- plain routes ---------------------------------------------------------------------------------
-@router.get("/", include_in_schema=False)
-async def index() -> Response:
-    """The web chat page."""
-    page = importlib.resources.files("gptkit.serve").joinpath("static", "index.html")
-    if not page.is_file():
-        raise APIError(404, "the web chat page is not installed", code="not_found")
-    return HTMLResponse(page.read_text(encoding="utf-8"))
-
-
 @router.get("/health")
 async def health() -> dict[str, str]:
     """Liveness: 200 while the server runs."""
