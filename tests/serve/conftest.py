@@ -98,3 +98,33 @@ def reference_engine(bundled_model_and_tokenizer) -> Engine:
     """A separate Engine on the same model: what a request gives when run alone (one slot)."""
     model, tokenizer = bundled_model_and_tokenizer
     return Engine(model, tokenizer, max_batch_size=1)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(bundled_gguf) -> Any:
+    """The bundled model's tokenizer (ChatML template, <|im_start|> / <|im_end|> control tokens)."""
+    return GPT4Tokenizer.from_pretrained(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(chat_tokenizer) -> Any:
+    """A random one-layer model over the bundled vocabulary: real tokenizer and template, fast decoding."""
+    from gptkit import GPT4Config
+
+    torch.manual_seed(0)
+    config = GPT4Config(
+        vocab_size=len(chat_tokenizer), n_layer=1, n_head=2, n_embd=32, context_length=256,
+        eos_token_id=chat_tokenizer.eos_token_id,
+    )  # fmt: skip
+    return GPT4LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tiny_chat_model, chat_tokenizer) -> Callable[..., Any]:
+    """tiny_app(**create_app options): an app serving the tiny model as "tiny"."""
+    torch.set_num_threads(1)
+
+    def make(**options: Any) -> Any:
+        return create_app(tiny_chat_model, chat_tokenizer, model_name="tiny", **options)
+
+    return make

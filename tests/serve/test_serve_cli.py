@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -33,11 +34,13 @@ def test_serve_subprocess_answers_a_request(tmp_path, bundled_gguf):
                "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
-            assert process.poll() is None, process.stdout.read()
+            assert process.poll() is None, "".join(lines)
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
@@ -51,6 +54,11 @@ def test_serve_subprocess_answers_a_request(tmp_path, bundled_gguf):
         )
         assert response.choices[0].message.content
         assert client.models.list().data[0].max_model_len == 256
+        startup = [line for line in lines if line.startswith("gptkit serve:")]
+        assert startup == [
+            f"gptkit serve: smollm2-135m-instruct at {url}/v1 | web chat: {url}/ | "
+            "auth: API key required (Authorization: Bearer KEY)\n"
+        ]
     finally:
         process.send_signal(signal.SIGINT)
         try:

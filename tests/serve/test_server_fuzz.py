@@ -56,7 +56,9 @@ FUZZ_SETTINGS = dict(
 def api(bundled_server):
     """The server's schema, auth header, window, vocabulary size and its answer to a normal request."""
     auth = {"Authorization": f"Bearer {bundled_server.api_key}"}
-    schema = schemathesis.openapi.from_url(f"{bundled_server.url}/openapi.json")
+    schema = schemathesis.openapi.from_url(
+        f"{bundled_server.url}/openapi.json", headers=auth
+    )  # behind the key
     info = requests.get(f"{bundled_server.url}/tokenizer_info", headers=auth, timeout=30).json()
     return schema, auth, info["model_max_length"], info["vocab_size"], normal_completion(bundled_server, auth)
 

@@ -1,4 +1,5 @@
-"""The web chat page at `/`, driven in headless Chromium against the real server: streamed greedy answers."""
+"""The web chat page at `/`, driven in headless Chromium against the real server: streamed greedy answers,
+rendered as sanitized Markdown, with an empty-state hint and a tokens-per-second line."""
 
 from __future__ import annotations
 
@@ -67,11 +68,18 @@ def ask(browser, text: str, turn: int):
     return WebDriverWait(browser, 120).until(finished)
 
 
+def raw_text(browser, element) -> str:
+    """The answer as the model wrote it (the element shows it rendered as Markdown)."""
+    return browser.execute_script("return arguments[0].rawText", element)
+
+
 def test_the_page_streams_greedy_answers_and_keeps_the_conversation(browser, bundled_server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(bundled_server.url.rstrip("/") + "/")
+    hint = browser.find_element(By.ID, "empty-hint")
+    assert "Start a conversation" in hint.get_property("textContent")
     if bundled_server.api_key:  # the page shows the server's own 401 message until a key is entered
         refusal = httpx.get(f"{bundled_server.base_url}/models").json()["error"]["message"]
         error = WebDriverWait(browser, 30).until(
@@ -93,14 +101,49 @@ def test_the_page_streams_greedy_answers_and_keeps_the_conversation(browser, bun
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": "What is the capital of France?"},
     ]
+    assert browser.find_element(By.ID, "empty-hint").is_displayed()
     first = ask(browser, messages[-1]["content"], turn=1)
-    assert first.get_property("textContent") == greedy_answer(bundled_server, messages)
+    assert not browser.find_element(By.ID, "empty-hint").is_displayed()
+    assert raw_text(browser, first) == greedy_answer(bundled_server, messages)
+    assert first.find_elements(By.TAG_NAME, "p")  # rendered through marked
     assert int(first.get_attribute("data-chunks")) > 1  # it arrived in pieces, as they were generated
+    stats = browser.find_element(By.CSS_SELECTOR, "#messages .stats")
+    assert 1 <= int(stats.get_attribute("data-tokens")) <= MAX_TOKENS
+    assert float(stats.get_attribute("data-tokens-per-second")) > 0 and "tokens/s" in stats.text
 
     messages += [
-        {"role": "assistant", "content": first.get_property("textContent")},
+        {"role": "assistant", "content": raw_text(browser, first)},
         {"role": "user", "content": "And of Italy?"},
     ]
     second = ask(browser, messages[-1]["content"], turn=2)
-    assert second.get_property("textContent") == greedy_answer(bundled_server, messages)
+    assert raw_text(browser, second) == greedy_answer(bundled_server, messages)
     assert not browser.find_elements(By.CSS_SELECTOR, "#messages .error")
+    browser.find_element(By.ID, "reset").click()
+    assert browser.find_element(By.ID, "empty-hint").is_displayed()
+
+
+MARKDOWN = (
+    "# Title\n\nSome **bold** text.\n\n```python\nprint('hi')\n```\n\n"
+    '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>[link](javascript:alert(1))'
+)
+
+
+def test_answers_render_markdown_and_code_sanitized(browser, bundled_server):
+    from selenium.webdriver.common.by import By
+
+    browser.get(bundled_server.url.rstrip("/") + "/")
+    bubble = browser.execute_script(
+        "const b = addMessage('assistant', ''); setAnswer(b, arguments[0]); return b;", MARKDOWN
+    )  # the function each streamed delta goes through
+    code = bubble.find_element(By.CSS_SELECTOR, "pre code")
+    assert code.text == "print('hi')"
+    assert bubble.find_element(By.TAG_NAME, "h1").text == "Title"
+    assert bubble.find_element(By.TAG_NAME, "strong").text == "bold"
+    html = bubble.get_property("innerHTML")
+    assert "onerror" not in html and "<script" not in html and "javascript:" not in html
+    assert browser.execute_script("return window.pwned") is None
+    assert raw_text(browser, bubble) == MARKDOWN
+    for name in ("marked.umd.js", "purify.min.js"):  # served by the server itself: the page works offline
+        response = httpx.get(f"{bundled_server.url}/static/{name}")
+        assert response.status_code == 200 and "javascript" in response.headers["content-type"]
+    assert httpx.get(f"{bundled_server.url}/static/index.html").status_code == 404

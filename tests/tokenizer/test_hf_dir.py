@@ -92,8 +92,11 @@ def test_trained_tokenizer_chat_template_and_padding(tiny_dir):
     for prompt in (False, True):
         text = ours.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=prompt)
         assert text == theirs.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=prompt)
-        ids = ours.apply_chat_template(CHAT, add_generation_prompt=prompt)
+        ids = ours.apply_chat_template(CHAT, add_generation_prompt=prompt, allow_special_in_content=True)
         assert ids == theirs.apply_chat_template(CHAT, add_generation_prompt=prompt, return_dict=False)
+        safe = ours.apply_chat_template(CHAT, add_generation_prompt=prompt)  # "<s>" in content stays text
+        assert safe.count(ours.bos_token_id) == ids.count(ours.bos_token_id) - 1
+        assert ours.decode(safe) == text
     texts = ["a b c d e f", "a"]
     for side in ("left", "right"):
         ours_batch = ours(texts, padding=True, padding_side=side)

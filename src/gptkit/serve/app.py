@@ -8,8 +8,6 @@ sampled with ``seed + i``, so the whole response is reproducible.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import importlib.resources
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -18,17 +16,18 @@ from typing import Any
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptkit.engine import Completion, Engine, SamplingParams
 from gptkit.errors import ContextLengthError, GenerationError, TokenizerError
+from gptkit.serve import caps
 from gptkit.serve import openai_format as fmt
 from gptkit.serve.driver import AsyncEngine, EngineFailed, QueueFull, RequestStream
 from gptkit.serve.errors import APIError, from_library_error, install_error_handlers, invalid
 from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
 from gptkit.serve.metrics import MetricsMiddleware, ServerMetrics
+from gptkit.serve.middleware import AuthMiddleware, BodyMiddleware
 from gptkit.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -36,12 +35,11 @@ from gptkit.serve.schemas import (
     SamplingOptions,
     TokenizeRequest,
 )
+from gptkit.serve.web import router as web_router
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 DISCONNECT_POLL_S = 0.05
 RETRY_AFTER_S = 1
-PROTECTED_PREFIX = "/v1/"  # these routes, and the tokenizer's, need the API key when one is set
-PROTECTED_PATHS = frozenset({"/tokenize", "/detokenize"})
 INT64 = 2**63
 
 
@@ -110,9 +108,13 @@ def create_app(
     app.state.gptkit = state
     install_error_handlers(app)
     app.include_router(router)
-    app.add_middleware(AuthMiddleware, api_key=state.api_key)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=state.limits.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths={r.path for r in router.routes})
+    app.include_router(web_router)
+    limits = state.limits
+    app.add_middleware(BodyMiddleware, max_bytes=limits.max_body_bytes, read_timeout_s=limits.read_timeout_s)
+    app.add_middleware(AuthMiddleware, api_key=state.api_key)  # outside: no body is read without the key
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, paths={r.path for r in [*router.routes, *web_router.routes]}
+    )
     return app
 
 
@@ -125,15 +127,6 @@ State = Depends(_state)
 
 
 # ---- plain routes ---------------------------------------------------------------------------------
-@router.get("/", include_in_schema=False)
-async def index() -> Response:
-    """The web chat page."""
-    page = importlib.resources.files("gptkit.serve").joinpath("static", "index.html")
-    if not page.is_file():
-        raise APIError(404, "the web chat page is not installed", code="not_found")
-    return HTMLResponse(page.read_text(encoding="utf-8"))
-
-
 @router.get("/health")
 async def health() -> dict[str, str]:
     """Liveness: 200 while the server runs."""
@@ -231,8 +224,11 @@ async def create_completion(body: CompletionRequest, http_request: Request, stat
         raise invalid("suffix", "suffix is not supported")
     if body.stream and body.echo and body.logprobs is not None:
         raise invalid("echo", "echo with logprobs is not supported when streaming")
+    caps.check_token_caps(state.limits, body)
     prompts = _completion_prompts(state, body.prompt)
-    max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    max_tokens = body.max_tokens
+    if max_tokens is None or "max_tokens" not in body.model_fields_set:
+        max_tokens = caps.default_max_tokens(state.limits, COMPLETIONS_DEFAULT_MAX_TOKENS)
     choices = _make_choices(
         state,
         body,
@@ -327,6 +323,7 @@ async def create_chat_completion(
         raise invalid("top_logprobs", "top_logprobs needs logprobs to be true")
     if body.response_format is not None and body.response_format.type != "text":
         raise invalid("response_format", f"response_format {body.response_format.type!r} is not supported")
+    caps.check_token_caps(state.limits, body)
     prompt_ids = _render_chat(state, body.messages, body.add_generation_prompt)
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -360,9 +357,7 @@ async def _respond(state, body, choices, http_request, chunks, kind_and_prefix, 
 
 def _default_chat_max_tokens(state: ServerState, prompt_len: int) -> int:
     """Chat's default: the rest of the context (at least 1, so an overlong prompt is reported)."""
-    remaining = max(state.max_seq_len - prompt_len, 1)
-    limit = state.limits.max_tokens
-    return remaining if limit is None else min(remaining, limit)
+    return caps.default_max_tokens(state.limits, max(state.max_seq_len - prompt_len, 1))
 
 
 def _render_chat(state: ServerState, messages: Sequence[Any], add_generation_prompt: bool) -> list[int]:
@@ -423,14 +418,7 @@ def _make_choices(
 ) -> list[Choice]:
     """Check the limits and build ``n`` engine requests per prompt (bad input raises a 400 here)."""
     limits = state.limits
-    if body.n > limits.max_n:
-        raise invalid("n", f"n must be at most {limits.max_n}, got {body.n}")
-    if body.n * len(prompts) > limits.max_choices:
-        raise invalid(
-            prompt_param, f"n x prompts must be at most {limits.max_choices}, got {body.n * len(prompts)}"
-        )
-    if body.stop is not None and not isinstance(body.stop, str) and len(body.stop) > limits.max_stop:
-        raise invalid("stop", f"at most {limits.max_stop} stop strings are allowed, got {len(body.stop)}")
+    caps.check_request(limits, state.driver.max_queue, body, len(prompts), prompt_param)
     max_prompt = limits.max_prompt_tokens or state.max_seq_len
     choices = []
     for p, ids in enumerate(prompts):
@@ -594,73 +582,3 @@ def _usage(choices: list[Choice], completions: dict[int, Completion]) -> dict[st
     prompt_lengths = {c.prompt_index: len(c.prompt_ids) for c in choices}
     completion_tokens = sum(c.completion_tokens for c in completions.values())
     return fmt.usage(sum(prompt_lengths.values()), completion_tokens)
-
-
-# ---- middleware -----------------------------------------------------------------------------------
-class AuthMiddleware:
-    """Bearer-token check (constant-time) on the inference and tokenizer routes when a key is set."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app = app
-        self.key = api_key.encode() if api_key else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is None or scope["type"] != "http" or not _is_protected(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), self.key):
-            await self.app(scope, receive, send)
-            return
-        message = (
-            "Incorrect API key provided" if token else "Missing API key: send 'Authorization: Bearer KEY'"
-        )
-        error = APIError(401, message, type="invalid_request_error", code="invalid_api_key")
-        await _send_json(send, error)
-
-
-def _is_protected(path: str) -> bool:
-    return path.startswith(PROTECTED_PREFIX) or path.rstrip("/") in PROTECTED_PATHS
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with a 413 (by Content-Length, or while reading)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _send_json(send, self._too_large())
-            return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise self._too_large()
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-    def _too_large(self) -> APIError:
-        return APIError(
-            413, f"the request body is larger than {self.max_bytes} bytes", code="request_too_large"
-        )
-
-
-async def _send_json(send: Send, error: APIError) -> None:
-    response: JSONResponse = error.response()
-    await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}

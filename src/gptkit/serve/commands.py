@@ -15,7 +15,7 @@ API_KEY_ENV = "GPTKIT_API_KEY"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve``."""
-    from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_S, Limits
+    from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_READ_TIMEOUT_S, DEFAULT_TIMEOUT_S, Limits
 
     defaults = Limits()
     p = subparsers.add_parser(
@@ -36,10 +36,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keys.add_argument("--api-key-file", type=Path, help="read the API key from this file")
     p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
     p.add_argument("--max-seq-len", type=int, default=None, help="tokens per request slot (default 2048)")
-    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="waiting requests before 429")
+    p.add_argument(
+        "--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="sequences waiting for a slot before 429"
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request before 408")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        help=f"seconds to receive a request body before 408 (default {DEFAULT_READ_TIMEOUT_S:g})",
+    )
     p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n per request")
-    p.add_argument("--max-tokens", type=int, default=None, help="largest max_tokens (default: the slot size)")
+    p.add_argument(
+        "--max-choices",
+        type=int,
+        default=defaults.max_choices,
+        help=f"largest prompts x n (sequences) per request (default {defaults.max_choices})",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
+    )
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
@@ -52,11 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gptkit.serve.limits import Limits
     from gptkit.serve.server import run
 
-    for name in ("port", "max_batch_size", "max_queue", "max_n"):
+    for name in ("port", "max_batch_size", "max_queue", "max_n", "max_choices"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise GPTKitError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.timeout <= 0:
-        raise GPTKitError(f"--timeout must be positive, got {args.timeout}")
+    for name in ("timeout", "read_timeout", "max_tokens"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise GPTKitError(f"--{name.replace('_', '-')} must be positive, got {value}")
     run(
         args.model,
         host=args.host,
@@ -67,7 +88,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_seq_len=args.max_seq_len,
         max_queue=args.max_queue,
         timeout_s=args.timeout,
-        limits=Limits(max_n=args.max_n, max_tokens=args.max_tokens),
+        limits=Limits(
+            max_n=args.max_n,
+            max_tokens=args.max_tokens,
+            max_choices=args.max_choices,
+            read_timeout_s=args.read_timeout,
+        ),
         dtype=args.dtype,
         quantize=args.quantize,
         compile=args.compile,

@@ -3,7 +3,9 @@
 The thread calls ``Engine.step()`` in a loop while work exists and sleeps on a ``threading.Event``
 otherwise. Handlers never touch the engine: submissions and aborts go through a lock-protected deque
 that the thread drains between steps, and each step's events are handed back to the handler's event
-loop with ``loop.call_soon_threadsafe`` into an ``asyncio.Queue``.
+loop with ``loop.call_soon_threadsafe`` into an ``asyncio.Queue``. Submitted sequences wait in a
+:class:`FairQueue` and reach the engine round-robin between requests as slots free up
+(:mod:`gptkit.serve.admission`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gptkit.engine import Engine, Event, SamplingParams
+from gptkit.serve.admission import FairQueue, queue_limit
 
 logger = logging.getLogger("gptkit.serve")
 
 
 class QueueFull(Exception):
-    """Too many requests are waiting for a slot."""
+    """Too many sequences are waiting for a slot."""
 
 
 class EngineFailed(Exception):
@@ -90,7 +93,8 @@ class AsyncEngine:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._sinks: dict[int, _Sink] = {}  # request id -> sink; engine thread only
-        self._pending_adds = 0  # submitted, not yet handed to the engine
+        self._fair = FairQueue()  # drained submissions waiting for a slot; engine thread only
+        self._pending_adds = 0  # submitted, not yet handed to the engine (inbox + fair queue)
         self._thread: threading.Thread | None = None
         self._stop = False
 
@@ -118,7 +122,7 @@ class AsyncEngine:
 
     @property
     def num_waiting(self) -> int:
-        """Requests waiting for a slot (submitted or queued in the engine)."""
+        """Sequences waiting for a slot (submitted or queued in the engine)."""
         return self._pending_adds + self.engine.num_waiting
 
     @property
@@ -129,15 +133,24 @@ class AsyncEngine:
         """Queue made requests; their events arrive on the calling event loop. Raises QueueFull."""
         sink = _Sink(asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
-            if self.num_waiting >= self.max_queue:
-                raise QueueFull(
-                    f"{self.num_waiting} requests are already waiting (max_queue={self.max_queue})"
-                )
+            self._check_room(len(requests))
             for request in requests:
                 self._inbox.append(("add", request, sink))
             self._pending_adds += len(requests)
         self._wake.set()
         return RequestStream(self, [r.id for r in requests], sink)
+
+    def _check_room(self, sequences: int) -> None:
+        """QueueFull unless ``sequences`` more fit: the free slots, then the queue (see admission)."""
+        free = max(self.engine.max_batch_size - self.engine.num_running, 0)
+        waiting = self.num_waiting
+        limit = queue_limit(self.max_queue, sequences)
+        if waiting + sequences - free > limit:
+            share = "" if limit == self.max_queue else f"; requests of several sequences may fill {limit}"
+            raise QueueFull(
+                f"{waiting} sequences are already waiting and this request adds {sequences} "
+                f"(max_queue={self.max_queue}{share})"
+            )
 
     def abort(self, request_id: int) -> None:
         """Ask the engine thread to drop a request and free its slot."""
@@ -149,6 +162,7 @@ class AsyncEngine:
     def _run(self) -> None:
         while not self._stop:
             self._drain_inbox()
+            self._admit_fairly()
             if not self.engine.has_unfinished():
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
@@ -163,13 +177,29 @@ class AsyncEngine:
             self._inbox.clear()
         for kind, payload, sink in items:
             if kind == "add":
-                self.engine.enqueue(payload)
+                self._fair.add(id(sink), payload)  # one group per submission
                 self._sinks[payload.id] = sink
-                with self._lock:
-                    self._pending_adds -= 1
             else:
-                self.engine.abort(payload)
+                if self._fair.remove(payload):
+                    self._handed_over(1)
+                else:
+                    self.engine.abort(payload)
                 self._sinks.pop(payload, None)
+
+    def _admit_fairly(self) -> None:
+        """Hand waiting sequences to the engine, round-robin between requests, as its slots free up
+        (only as many as there are free slots: the engine admits its own queue first come, first served)."""
+        room = self.engine.max_batch_size - self.engine.num_running - self.engine.num_waiting
+        handed = 0
+        while handed < room and (request := self._fair.pop()) is not None:
+            self.engine.enqueue(request)
+            handed += 1
+        self._handed_over(handed)
+
+    def _handed_over(self, count: int) -> None:
+        if count:
+            with self._lock:
+                self._pending_adds -= count
 
     def _step(self) -> None:
         """One engine step; events go to their sinks. A failing step drops the running requests."""
@@ -189,6 +219,8 @@ class AsyncEngine:
     def _fail_running(self, error: Exception) -> None:
         """Abort every request in the engine and tell its client."""
         failure = EngineFailed(f"the engine failed: {type(error).__name__}: {error}")
+        self._handed_over(len(self._fair))
+        self._fair.clear()
         for request_id, sink in list(self._sinks.items()):
             self.engine.abort(request_id)
             sink.put(failure)

@@ -81,6 +81,15 @@ def run(
     log_level: str = "info",
     **options: Any,
 ) -> None:
-    """Load the model and serve it in the foreground until interrupted (options: load_app's)."""
+    """Load the model and serve it in the foreground until interrupted (options: load_app's); once it
+    listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
+    from gptkit.serve.startup import AnnouncingServer, base_url, startup_line
+
     app = load_app(model_name_or_path, **options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    state = app.state.gptkit
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+
+    def announce(bound_port: int) -> str:
+        return startup_line(state.model_name, base_url(host, bound_port), state.api_key is not None)
+
+    AnnouncingServer(config, announce).run()

@@ -146,7 +146,10 @@ class Pipeline:
         return template.answer.format(answer=answer) + ending
 
     def encode(self, text: str, chat: bool, *, prompt: bool = True) -> list[int]:
-        """Token ids of prompt text (chat text keeps its control tokens; base prompts get BOS)."""
+        """Token ids of prompt text (base prompts get BOS).
+
+        Chat text keeps its template's control tokens; content in it stays text (a ChatText's spans).
+        """
         if chat:
             return self.tokenizer.encode(text, add_special_tokens=False, allowed_special="all")
         return self.tokenizer.encode(text, add_special_tokens=prompt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gptkit.errors import TokenizerError
@@ -46,14 +46,37 @@ def unspell_bytes(token: str) -> bytes | None:
     return bytes(table[char] for char in token)
 
 
-def split_on_special(text: str, allowed: Iterable[str]) -> list[tuple[str, bool]]:
-    """Cut text into (piece, is_special) runs, matching the allowed special tokens longest-first."""
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """Text with every surrogate code point (U+D800..U+DFFF, which UTF-8 cannot encode) as U+FFFD.
+
+    Keeps the length: each surrogate is one character and so is its replacement.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+    return text
+
+
+def split_on_special(
+    text: str, allowed: Iterable[str], protected: Sequence[tuple[int, int]] = ()
+) -> list[tuple[str, bool]]:
+    """Cut text into (piece, is_special) runs, matching the allowed special tokens longest-first;
+    a match that overlaps a ``protected`` (start, end) span stays part of the ordinary text."""
     tokens = sorted(set(allowed), key=len, reverse=True)
     if not tokens:
         return [(text, False)] if text else []
     pattern = re.compile("|".join(re.escape(t) for t in tokens))
     pieces, start = [], 0
     for match in pattern.finditer(text):
+        if any(lo < match.end() and match.start() < hi for lo, hi in protected):
+            continue
         if match.start() > start:
             pieces.append((text[start : match.start()], False))
         pieces.append((match.group(), True))

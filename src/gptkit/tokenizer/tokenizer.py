@@ -9,9 +9,10 @@ from typing import Any
 
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer import batch
-from gptkit.tokenizer.backend import Backend
+from gptkit.tokenizer.backend import Backend, replace_lone_surrogates
 from gptkit.tokenizer.batch import BatchEncoding
 from gptkit.tokenizer.chat_template import render as render_chat
+from gptkit.tokenizer.content_guard import ChatText, ContentGuard, encode_guarded
 from gptkit.tokenizer.settings import SPECIAL_ROLES, TokenizerSettings
 
 AllowedSpecial = str | Iterable[str]
@@ -71,7 +72,9 @@ class GPT4Tokenizer:
 
     padding_side defaults to "left" (what batched generation needs); pass padding_side="right" per call
     or set the attribute for training batches. Special-token text in input is ordinary text unless
-    allowed with ``allowed_special`` (tiktoken's semantics), except in ``apply_chat_template``.
+    allowed with ``allowed_special`` (tiktoken's semantics). ``apply_chat_template`` keeps the template's
+    own control tokens, while special-token text inside message content stays ordinary text (unless
+    ``allow_special_in_content=True``). Lone surrogates (e.g. U+D800) are encoded as U+FFFD by every backend.
     """
 
     def __init__(
@@ -228,7 +231,7 @@ class GPT4Tokenizer:
         """Ids for one text, with BOS/EOS when asked and truncated to limit (specials included)."""
         if not isinstance(text, str):
             raise TokenizerError(f"text must be a str, got {type(text).__name__}")
-        ids = self.backend.encode(text, allowed)
+        ids = self._encode_text(text, allowed)
         prefix, suffix = (
             (self.backend.prefix_ids, self.backend.suffix_ids) if add_special_tokens else ([], [])
         )
@@ -240,6 +243,13 @@ class GPT4Tokenizer:
                 )
             ids = batch.truncate(ids, budget, self.truncation_side)
         return prefix + ids + suffix
+
+    def _encode_text(self, text: str, allowed: frozenset[str]) -> list[int]:
+        """Backend ids of text: lone surrogates as U+FFFD, a ChatText's protected spans as plain text."""
+        clean = replace_lone_surrogates(text)
+        if isinstance(text, ChatText) and text.protected and allowed:
+            return encode_guarded(self.backend, ChatText(clean, text.protected), allowed)
+        return self.backend.encode(clean, allowed)
 
     def _truncation_limit(self, truncation: bool | str, max_length: int | None) -> int | None:
         """The length to truncate to, or None when not truncating."""
@@ -348,18 +358,33 @@ class GPT4Tokenizer:
         tools: list[dict] | None = None,
         documents: list[dict] | None = None,
         return_dict: bool = False,
+        allow_special_in_content: bool = False,
         **kwargs: Any,
     ) -> str | list[int] | Any:
-        """Render messages with the model's chat template; tokenized, the template's control tokens are kept."""
+        """Render messages with the model's chat template; tokenized, the template's control tokens are kept.
+
+        Special-token text inside messages, tools and documents stays ordinary text (no forged turns);
+        ``allow_special_in_content=True`` lets trusted callers spell control tokens in content. With
+        ``tokenize=False`` the result is a :class:`ChatText` (a ``str``) that remembers the content's
+        special-token spans, so ``encode(text, allowed_special="all")`` keeps them ordinary text too;
+        a string built from it (``text + more``) loses that mark.
+        """
         template = chat_template or self.chat_template
         if template is None:
             raise TokenizerError(
                 f"{self.name_or_path or 'this tokenizer'} has no chat template; pass chat_template=..."
             )
+        guard = ContentGuard(() if allow_special_in_content else self.backend.special_tokens)
         variables = {**self.special_tokens_map, **kwargs}
-        text = render_chat(
-            template, messages, add_generation_prompt, tools=tools, documents=documents, **variables
+        rendered = render_chat(
+            template,
+            guard.escape(messages),
+            add_generation_prompt,
+            tools=guard.escape(tools),
+            documents=guard.escape(documents),
+            **variables,
         )
+        text = guard.restore(rendered)
         if not tokenize:
             return text
         if return_dict:
