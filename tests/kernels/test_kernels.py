@@ -16,12 +16,14 @@ from gguf import GGMLQuantizationType as Q
 
 from gptkit import kernels
 from gptkit.quant.ggml import KERNEL_TYPES, PACKED_TYPES, GGMLWeight, pack
+from gptkit.weights.gguf_io import StoredRows
 
 native = kernels.ops()
 pytestmark = pytest.mark.skipif(native is None, reason="native kernels unavailable (no C++ compiler)")
 
 # byte offsets of the fp16 scale fields (d, dmin) inside one K-quant block
 K_QUANT_SCALE_FIELDS = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
+NO_ORDER = torch.empty(0, dtype=torch.long)  # ggml_pack: rows as stored
 SIMPLE = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0)
 ALL = SIMPLE + tuple(K_QUANT_SCALE_FIELDS)
 
@@ -80,7 +82,7 @@ def test_packed_matmul_equals_dequantized_matmul(qtype, n, k):
     rng = np.random.default_rng(n * k)
     blocks = random_blocks(Q(qtype), n, k, rng)
     w = reference(blocks, Q(qtype), k)
-    packed = native.ggml_pack(blocks, qtype, k)
+    packed = native.ggml_pack([blocks], NO_ORDER, qtype, k)
     rows = torch.arange(n)
     assert torch.equal(native.ggml_packed_rows(packed, qtype, k, rows, torch.float32), w)  # lossless layout
     assert torch.equal(
@@ -100,14 +102,25 @@ def test_packed_matmul_extreme_and_negative_scales(qtype, scale):
         view = blocks.view(32, -1, GGML_QUANT_SIZES[Q(qtype)][1])
         view[..., 1] ^= 0x80
     w = reference(blocks, Q(qtype), 128)
-    packed = native.ggml_pack(blocks, qtype, 128)
+    packed = native.ggml_pack([blocks], NO_ORDER, qtype, 128)
     x = torch.randn(3, 128) * 100
     assert_matmul_close(native.ggml_packed_matmul(x, packed, qtype, 32), x, w, 1e-4)
 
 
+def test_pack_takes_parts_in_a_row_order():
+    """[q; k; v] parts and a row permutation (llama.cpp's Q/K un-permute) are packed without a copy first."""
+    rng = np.random.default_rng(4)
+    parts = [random_blocks(Q.Q8_0, n, 64, rng) for n in (32, 16, 5)]
+    order = torch.randperm(53, generator=torch.Generator().manual_seed(0))
+    expected = native.ggml_pack([torch.cat(parts)[order].contiguous()], NO_ORDER, int(Q.Q8_0), 64)
+    assert torch.equal(native.ggml_pack(parts, order, int(Q.Q8_0), 64), expected)
+    with pytest.raises(RuntimeError, match="order"):
+        native.ggml_pack(parts, order[:10], int(Q.Q8_0), 64)
+
+
 def test_zero_activations_and_weights_give_zeros():
     blocks = random_blocks(Q.Q4_1, 16, 64, np.random.default_rng(0))
-    packed = native.ggml_pack(blocks, int(Q.Q4_1), 64)
+    packed = native.ggml_pack([blocks], NO_ORDER, int(Q.Q4_1), 64)
     assert torch.equal(
         native.ggml_packed_matmul(torch.zeros(2, 64), packed, int(Q.Q4_1), 16), torch.zeros(2, 16)
     )
@@ -119,7 +132,7 @@ def test_weight_layer_switches_paths_by_row_count():
     for qtype in (Q.Q4_1, Q.Q6_K):
         blocks = random_blocks(qtype, 48, 256, rng)
         w = reference(blocks, qtype, 256)
-        data, packed = pack(blocks, int(qtype), 256)
+        data, packed = pack(StoredRows("w", int(qtype), [blocks], None))
         assert packed == (int(qtype) in PACKED_TYPES)
         weight = GGMLWeight(data, int(qtype), (48, 256), packed)
         for m in (1, 16, 200):
@@ -161,7 +174,7 @@ def test_decode_attention_equals_sdpa(n_head, n_kv_head):
 def test_results_do_not_depend_on_thread_count():
     rng = np.random.default_rng(5)
     blocks = random_blocks(Q.Q4_1, 100, 576, rng)
-    packed = native.ggml_pack(blocks, int(Q.Q4_1), 576)
+    packed = native.ggml_pack([blocks], NO_ORDER, int(Q.Q4_1), 576)
     x = torch.randn(5, 576)
     threads = torch.get_num_threads()
     try:
@@ -194,7 +207,7 @@ def test_every_instruction_set_gives_the_same_results(isa):
         for t, b in blocks.items():
             out.append(native.ggml_matmul(x, b, int(t)))
             if int(t) in PACKED_TYPES:
-                packed = native.ggml_pack(b, int(t), 256)
+                packed = native.ggml_pack([b], NO_ORDER, int(t), 256)
                 out.append(native.ggml_packed_matmul(x, packed, int(t), 40))
                 out.append(native.ggml_packed_transposed(packed, int(t), 256, 0, 3, torch.bfloat16).float())
         return out

@@ -54,7 +54,14 @@ def _block_arguments(block: nn.Module) -> tuple | None:
     None when a linear does not keep GGUF blocks or a norm is not float32."""
     mlp = block.mlp
     swiglu = hasattr(mlp, "gate_up")
-    modules = (block.attn_norm, block.attn.qkv, block.attn.proj, block.mlp_norm, mlp.gate_up if swiglu else mlp.up, mlp.down)
+    modules = (
+        block.attn_norm,
+        block.attn.qkv,
+        block.attn.proj,
+        block.mlp_norm,
+        mlp.gate_up if swiglu else mlp.up,
+        mlp.down,
+    )
     cached = block.__dict__.get("_fused_arguments")
     if cached is not None and cached[0] == tuple(map(id, modules)):
         return cached[1]
@@ -63,7 +70,14 @@ def _block_arguments(block: nn.Module) -> tuple | None:
     norms_fp32 = all(norm.weight.dtype == torch.float32 for norm in (block.attn_norm, block.mlp_norm))
     if all(hasattr(linear, "qweight") for linear in linears) and norms_fp32:
         attn_norm, qkv, proj, mlp_norm, up, down = modules
-        arguments = (*_norm(attn_norm), *_linear(qkv), *_linear(proj), *_norm(mlp_norm), *_linear(up), *_linear(down))
+        arguments = (
+            *_norm(attn_norm),
+            *_linear(qkv),
+            *_linear(proj),
+            *_norm(mlp_norm),
+            *_linear(up),
+            *_linear(down),
+        )
         block._fused_config = (
             block.attn.n_head,
             1 if isinstance(attn_norm, nn.LayerNorm) else 0,

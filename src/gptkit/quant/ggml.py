@@ -39,12 +39,28 @@ def dense_dtype() -> torch.dtype:
 PACKED_TYPES = frozenset({2, 3, 8})
 
 
-def pack(blocks: torch.Tensor, ggml_type: int, in_features: int) -> tuple[torch.Tensor, bool]:
-    """(weight data, packed?): the x16 layout of ``blocks`` where the native kernels have one, else as is."""
+def pack(stored) -> tuple[torch.Tensor, bool]:
+    """(weight data, packed?) of a parameter's StoredRows (gptkit.weights.gguf_io): the kernels' x16 layout
+    where they have one (built straight from the file's pages), else the rows as stored (checked)."""
     native = kernels.ops()
-    if native is None or ggml_type not in PACKED_TYPES:
-        return blocks, False
-    return native.ggml_pack(blocks.contiguous(), ggml_type, in_features), True
+    if native is None or stored.ggml_type not in PACKED_TYPES:
+        return stored.materialize(), False
+    order = stored.order if stored.order is not None else torch.empty(0, dtype=torch.long)
+    in_features = _in_features(stored)
+    try:
+        return native.ggml_pack(stored.parts, order, stored.ggml_type, in_features), True
+    except RuntimeError as error:
+        if "NaN or infinite" not in str(error):
+            raise
+        from gptkit.errors import WeightsError
+
+        raise WeightsError(f"tensor {stored.name!r} has NaN or infinite block scales") from None
+
+
+def _in_features(stored) -> int:
+    """K of a parameter from its row bytes (32 weights per block of the packable types)."""
+    block_bytes = {2: 18, 3: 20, 8: 34}[stored.ggml_type]
+    return stored.parts[0].shape[1] // block_bytes * 32
 
 
 def dequantize_blocks(

@@ -125,7 +125,9 @@ class _Cursor:
         for i in range(count):
             if pos + 8 > size:
                 self.pos = pos
-                raise self.fail(f"length of {what}[{i}] (8 bytes) runs past the end of the file ({size} bytes)")
+                raise self.fail(
+                    f"length of {what}[{i}] (8 bytes) runs past the end of the file ({size} bytes)"
+                )
             (n,) = length(buf, pos)
             if n > size - pos - 8:
                 self.pos = pos + 8

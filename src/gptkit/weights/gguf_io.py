@@ -103,7 +103,10 @@ def _checked_table(header: GGUFHeader) -> list[tuple[TensorInfo, GGMLQuantizatio
 def _map_file(path: Path) -> mmap.mmap:
     """A private copy-on-write map of the file (writable, so torch.frombuffer shares it without copying)."""
     with open(path, "rb") as fh:
-        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    if hasattr(mmap, "MADV_WILLNEED"):  # one large read-ahead instead of a page fault at a time
+        buffer.madvise(mmap.MADV_WILLNEED)
+    return buffer
 
 
 def iter_gguf_tensors(path: str | Path, header: GGUFHeader | None = None) -> Iterator[GGUFTensor]:
@@ -442,7 +445,6 @@ def open_gguf_state(
         return tensor
 
     read.blocks = lambda name: _blocks(plan[name], transforms)  # the quantized path's view of a parameter
-    read.blocks.release = _drop_file_pages
     return config, shapes, read
 
 
@@ -451,38 +453,55 @@ SCALE_FIELDS = {Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8
                 Q.Q3_K: (108,), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}  # fmt: skip
 
 
-def _check_scales(tensor: GGUFTensor) -> None:
+def check_scales(rows: torch.Tensor, ggml_type: int, name: str) -> None:
     """Refuse quantized blocks whose fp16 scales are NaN or infinite (they would compute garbage)."""
-    type_size = GGML_QUANT_SIZES[tensor.ggml_type][1]
-    blocks = tensor.data.view(-1, type_size)  # (n_blocks, type_size)
-    for offset in SCALE_FIELDS.get(tensor.ggml_type, ()):
+    qtype = Q(ggml_type)
+    blocks = rows.reshape(-1, GGML_QUANT_SIZES[qtype][1])  # (n_blocks, type_size)
+    for offset in SCALE_FIELDS.get(qtype, ()):
         scales = blocks[:, offset : offset + 2].contiguous().view(torch.float16)
         if not bool(torch.isfinite(scales).all()):
-            raise WeightsError(
-                f"tensor {tensor.name!r} ({tensor.ggml_type.name}) has NaN or infinite block scales"
-            )
+            raise WeightsError(f"tensor {name!r} ({qtype.name}) has NaN or infinite block scales")
 
 
-def _blocks(
-    sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]
-) -> tuple[int, torch.Tensor, bool] | None:
-    """(ggml type id, rows of blocks (N, row_bytes) uint8, whether the rows are a view of the file) of a
-    2-D parameter whose parts share one quantized type, row transforms applied to whole rows; None for
-    float or mixed types."""
+@dataclass
+class StoredRows:
+    """A 2-D parameter's quantized rows as the file stores them: its GGUF tensors' rows (views of the
+    file) concatenated, then taken in ``order`` (its row transforms as a permutation; None: as stored)."""
+
+    name: str  # the GGUF tensor name(s), for messages
+    ggml_type: int
+    parts: list[torch.Tensor]  # each (N_i, row_bytes) uint8
+    order: torch.Tensor | None  # (N,) int64
+
+    def materialize(self) -> torch.Tensor:
+        """The rows (N, row_bytes) in our order, checked for finite scales (a copy unless a plain view)."""
+        rows = self.parts[0] if len(self.parts) == 1 else torch.cat(self.parts)
+        rows = rows if self.order is None else rows.index_select(0, self.order)
+        check_scales(rows, self.ggml_type, self.name)
+        return rows
+
+    def release(self) -> None:
+        """Drop the file pages under the parts (after they were copied elsewhere)."""
+        for part in self.parts:
+            _drop_file_pages(part)
+
+
+def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> StoredRows | None:
+    """The StoredRows of a 2-D parameter whose parts share one quantized type; None for float or mixed types."""
     types = {tensor.ggml_type for tensor in sources}
-    if len(types) != 1 or len(sources[0].shape) != 2:
+    if len(types) != 1 or len(sources[0].shape) != 2 or next(iter(types)) in (Q.F32, Q.F16, Q.BF16):
         return None
-    qtype = types.pop()
-    if qtype in (Q.F32, Q.F16, Q.BF16):
-        return None
-    parts = []
+    parts, orders, offset = [], [], 0
     for tensor in sources:
-        _check_scales(tensor)
-        rows = tensor.data.view(tensor.shape[0], -1)  # (N, row_bytes): a view of the file
+        parts.append(tensor.data.view(tensor.shape[0], -1))  # (N_i, row_bytes): a view of the file
+        index = torch.arange(tensor.shape[0])
         transform = transforms.get(_kind(tensor.name)[0])
-        parts.append(transform(rows).contiguous() if transform else rows)
-    is_view = len(parts) == 1 and _kind(sources[0].name)[0] not in transforms
-    return int(qtype), parts[0] if len(parts) == 1 else torch.cat(parts), is_view
+        orders.append((transform(index) if transform else index) + offset)
+        offset += tensor.shape[0]
+    order = torch.cat(orders)
+    as_stored = bool(torch.equal(order, torch.arange(offset)))
+    name = " + ".join(tensor.name for tensor in sources)
+    return StoredRows(name, int(types.pop()), parts, None if as_stored else order)
 
 
 def _stacked_shape(sources: tuple[GGUFTensor, ...]) -> tuple[int, ...]:

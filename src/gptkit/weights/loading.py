@@ -142,9 +142,9 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
     names = {id(p): name for name, p in skeleton.named_parameters()}
     weights = {}  # parameter name -> GGMLWeight, each built (and repacked) once, shared by tied users
     for name in shapes:
-        found = blocks(name) if len(shapes[name]) == 2 else None
-        if found is not None and found[0] in KERNEL_TYPES:
-            weights[name] = _ggml_weight(*found, shapes[name], blocks.release)
+        stored = blocks(name) if len(shapes[name]) == 2 else None
+        if stored is not None and stored.ggml_type in KERNEL_TYPES:
+            weights[name] = _ggml_weight(stored, shapes[name])
     replaced: dict[str, nn.Module] = {}
     for name, linear in _linears_of(skeleton):
         weight = weights.get(names[id(linear.weight)])
@@ -162,17 +162,15 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
     return model
 
 
-def _ggml_weight(
-    ggml_type: int, rows: torch.Tensor, is_view: bool, shape: tuple[int, int], release: Callable
-):
-    """A GGMLWeight over ``rows`` (a view of the file), repacked for the kernels where they have a layout;
-    the file pages of a repacked weight are then handed back to the OS."""
+def _ggml_weight(stored, shape: tuple[int, int]):
+    """A GGMLWeight over a parameter's StoredRows, repacked for the kernels where they have a layout (the
+    file's pages under it are then handed back to the OS)."""
     from gptkit.quant.ggml import GGMLWeight, pack
 
-    data, packed = pack(rows, ggml_type, shape[1])
-    if packed and is_view:
-        release(rows)
-    return GGMLWeight(data, ggml_type, shape, packed)
+    data, packed = pack(stored)
+    if packed:
+        stored.release()
+    return GGMLWeight(data, stored.ggml_type, shape, packed)
 
 
 def _linears_of(model: nn.Module) -> list[tuple[str, nn.Linear]]:

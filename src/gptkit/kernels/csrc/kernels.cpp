@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -187,20 +188,37 @@ int64_t packed_block_bytes(int64_t ggml_type) {
   return bytes;
 }
 
-// w (N, row_bytes) ggml blocks -> the x16 layout (packed.h): (ceil(N / 16), K / 32 * group block bytes).
-at::Tensor ggml_pack(const at::Tensor& w, int64_t ggml_type, int64_t K) {
+// Rows of ggml blocks -> the x16 layout (packed.h): (ceil(N / 16), K / 32 * group block bytes). The rows
+// are ``parts`` (each (N_i, row_bytes)) concatenated, then taken in ``order`` (N,) (a row permutation, or
+// empty for as they are), so row transforms and fused [q; k; v] cost no copy of the file.
+at::Tensor ggml_pack(at::TensorList parts, const at::Tensor& order, int64_t ggml_type, int64_t K) {
   const int64_t group_bytes = packed_block_bytes(ggml_type);
-  check_weight(w, checked_type(ggml_type), K);
-  const int64_t N = w.size(0), groups = (N + 15) / 16, blocks = K / 32;
-  at::Tensor out = at::empty({groups, blocks * group_bytes}, w.options());
-  const uint8_t* wp = w.data_ptr<uint8_t>();
+  const auto t = checked_type(ggml_type);
+  std::vector<const uint8_t*> all_rows;
+  for (const at::Tensor& part : parts) {
+    check_weight(part, t, K);
+    for (int64_t n = 0; n < part.size(0); ++n) all_rows.push_back(part.data_ptr<uint8_t>() + n * part.size(1));
+  }
+  const int64_t N = int64_t(all_rows.size()), groups = (N + 15) / 16, blocks = K / 32;
+  std::vector<const uint8_t*> rows(all_rows);
+  if (order.numel() > 0) {
+    TORCH_CHECK(order.dtype() == at::kLong && order.numel() == N, "order must hold one int64 per row");
+    const at::Tensor o = order.contiguous();
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t source = o.data_ptr<int64_t>()[n];
+      TORCH_CHECK(source >= 0 && source < N, "order has row ", source, " of ", N);
+      rows[n] = all_rows[source];
+    }
+  }
+  at::Tensor out = at::empty({groups, blocks * group_bytes}, at::TensorOptions().dtype(at::kByte));
   uint8_t* op = out.data_ptr<uint8_t>();
-  const int64_t row_bytes = w.size(1);
+  std::atomic<bool> finite{true};
   at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
     isa_portable::with_packed_type(int(ggml_type), [&]<int T>() {
-      isa_portable::pack_groups<T>(wp, N, row_bytes, blocks, g0, g1, op);
+      if (!isa_portable::pack_groups<T>(rows.data(), N, blocks, g0, g1, op)) finite = false;
     });
   });
+  TORCH_CHECK(finite.load(), "NaN or infinite block scales");
   return out;
 }
 
@@ -449,7 +467,7 @@ TORCH_LIBRARY(gptkit_native, m) {
   m.def("ggml_matmul(Tensor x, Tensor w, int ggml_type) -> Tensor");
   m.def("ggml_dequantize(Tensor w, int ggml_type, int k, ScalarType dtype) -> Tensor");
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor visible, float scale) -> Tensor");
-  m.def("ggml_pack(Tensor w, int ggml_type, int k) -> Tensor");
+  m.def("ggml_pack(Tensor[] parts, Tensor order, int ggml_type, int k) -> Tensor");
   m.def("ggml_packed_matmul(Tensor x, Tensor packed, int ggml_type, int n) -> Tensor");
   m.def("ggml_packed_rows(Tensor packed, int ggml_type, int k, Tensor rows, ScalarType dtype) -> Tensor");
   m.def(

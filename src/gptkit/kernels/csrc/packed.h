@@ -39,32 +39,33 @@ static inline int block_code(const uint8_t* block, int j) {
   return j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
 }
 
-// Pack row groups [g0, g1) of w (N, row_bytes) ggml blocks into out (groups, blocks * group_block_bytes).
+// Pack row groups [g0, g1) of N rows of ggml blocks (rows[n]: row n's first block) into out (groups,
+// blocks * group_block_bytes). Returns false if a row has a NaN or infinite scale (the caller refuses it).
 template <int T>
-static void pack_groups(const uint8_t* w, int64_t N, int64_t row_bytes, int64_t blocks, int64_t g0, int64_t g1,
-                        uint8_t* out) {
+static bool pack_groups(const uint8_t* const* rows, int64_t N, int64_t blocks, int64_t g0, int64_t g1, uint8_t* out) {
   constexpr int GB = group_block_bytes<T>();
   using P = Packed<T>;
+  bool finite = true;
   for (int64_t g = g0; g < g1; ++g) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* dst = out + (g * blocks + b) * GB;
       std::memset(dst, 0, GB);  // padding rows: zero codes and scales
       for (int lane = 0; lane < 16 && g * 16 + lane < N; ++lane) {
-        const uint8_t* src = w + (g * 16 + lane) * row_bytes + b * P::in_bytes;
-        for (int c = 0; c < 16; ++c) {
-          const int a = block_code<T>(src, 2 * c), z = block_code<T>(src, 2 * c + 1);
-          if (T == 8) {
-            dst[32 * c + 2 * lane] = uint8_t(a);
-            dst[32 * c + 2 * lane + 1] = uint8_t(z);
-          } else {
-            dst[16 * c + lane] = uint8_t(a | (z << 4));
-          }
+        const uint8_t* src = rows[g * 16 + lane] + b * P::in_bytes;
+        const uint8_t* qs = src + P::qs;
+        if (T == 8) {  // inputs 2c, 2c+1 are bytes 2c, 2c+1
+          for (int c = 0; c < 16; ++c) std::memcpy(dst + 32 * c + 2 * lane, qs + 2 * c, 2);
+        } else {  // inputs 0-15 are low nibbles of qs[0..16), inputs 16-31 their high nibbles
+          for (int c = 0; c < 8; ++c) dst[16 * c + lane] = uint8_t((qs[2 * c] & 0x0F) | (qs[2 * c + 1] << 4));
+          for (int c = 0; c < 8; ++c) dst[16 * (8 + c) + lane] = uint8_t((qs[2 * c] >> 4) | (qs[2 * c + 1] & 0xF0));
         }
         std::memcpy(dst + P::code_bytes + 2 * lane, src, 2);  // d
         if (P::has_min) std::memcpy(dst + P::code_bytes + 32 + 2 * lane, src + 2, 2);  // m
+        for (int f = 0; f < 1 + P::has_min; ++f) finite &= ((read_u16(src + 2 * f) >> 10) & 0x1f) != 0x1f;
       }
     }
   }
+  return finite;
 }
 
 // Code of input j of lane ``lane`` in a packed group block.
