@@ -305,7 +305,7 @@ warnings = []
 handler = logging.Handler()
 handler.emit = lambda record: warnings.append(record.getMessage())
 logging.getLogger("gptkit.engine.compiled").addHandler(handler)
-model = GPT4LMHeadModel.from_pretrained(sys.argv[1])
+model = GPT4LMHeadModel.from_pretrained(sys.argv[1], dtype="float32")
 engine = Engine(model, Tokenizer.from_file(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), compile=True)
 prompts, max_tokens = json.loads(sys.argv[5])
 completions = engine.generate(prompts, [SamplingParams(max_tokens=n, temperature=0) for n in max_tokens])

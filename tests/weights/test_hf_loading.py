@@ -13,7 +13,10 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import save_file  # noqa: E402
 
 from gptkit import GPT4LMHeadModel  # noqa: E402
+from gptkit.quant.ggml import dense_dtype  # noqa: E402
 from gptkit.weights.safetensors_io import INDEX_FILE, load_hf_state  # noqa: E402
+
+REFERENCE = torch.float32  # parity with transformers runs on the float32 reference path
 
 VOCAB, SEQ = 101, 24
 LLAMA_SIZES = dict(
@@ -98,7 +101,7 @@ def right_padded_mask(lengths: list[int]) -> torch.Tensor:
 @torch.no_grad()
 def test_logits_match_transformers(checkpoint):
     hf_model, directory = checkpoint
-    model = GPT4LMHeadModel.from_pretrained(directory)
+    model = GPT4LMHeadModel.from_pretrained(directory, dtype=REFERENCE)
     ids = token_ids()
     assert (model(ids).logits - hf_model(ids).logits).abs().max() <= 1e-4
 
@@ -106,7 +109,7 @@ def test_logits_match_transformers(checkpoint):
 @torch.no_grad()
 def test_padded_batch_matches_transformers_on_real_tokens(checkpoint):
     hf_model, directory = checkpoint
-    model = GPT4LMHeadModel.from_pretrained(directory)
+    model = GPT4LMHeadModel.from_pretrained(directory, dtype=REFERENCE)
     ids, lengths = token_ids(batch=3, seed=2), [SEQ, 15, 9]
     mask = right_padded_mask(lengths)
     ours, theirs = model(ids, attention_mask=mask).logits, hf_model(ids, attention_mask=mask).logits
@@ -120,7 +123,7 @@ def test_sliding_window_is_exercised(case, tmp_path):
     """Window 8 over 24 tokens changes the logits, so the parity above really covers the window."""
     hf_model = randomized(CASES[case](), seed=7)
     hf_model.save_pretrained(tmp_path)
-    model = GPT4LMHeadModel.from_pretrained(tmp_path)
+    model = GPT4LMHeadModel.from_pretrained(tmp_path, dtype=REFERENCE)
     assert model.config.sliding_window == 8 < SEQ
     unwindowed = GPT4LMHeadModel.from_state_dict(
         model.config.replace(sliding_window=None), dict(model.named_parameters())
@@ -133,7 +136,7 @@ def test_sliding_window_is_exercised(case, tmp_path):
 @torch.no_grad()
 def test_saved_model_loads_in_transformers(checkpoint, tmp_path):
     _, directory = checkpoint
-    model = GPT4LMHeadModel.from_pretrained(directory)
+    model = GPT4LMHeadModel.from_pretrained(directory, dtype=REFERENCE)
     model.save_pretrained(tmp_path)
     reloaded, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
@@ -146,9 +149,9 @@ def test_saved_model_loads_in_transformers(checkpoint, tmp_path):
 
 def test_saved_model_reloads_identically(checkpoint, tmp_path):
     _, directory = checkpoint
-    model = GPT4LMHeadModel.from_pretrained(directory)
+    model = GPT4LMHeadModel.from_pretrained(directory, dtype=REFERENCE)
     model.save_pretrained(tmp_path)
-    again = GPT4LMHeadModel.from_pretrained(tmp_path)
+    again = GPT4LMHeadModel.from_pretrained(tmp_path, dtype=REFERENCE)
     assert again.config == model.config
     theirs = dict(again.named_parameters())
     for name, param in model.named_parameters():
@@ -160,7 +163,7 @@ def test_sharded_transformers_checkpoint_loads(tmp_path):
     hf_model = randomized(CASES["llama-gqa-untied"](), seed=3)
     hf_model.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="50KB")
     assert (tmp_path / INDEX_FILE).is_file() and len(list(tmp_path.glob("model-*.safetensors"))) > 1
-    model = GPT4LMHeadModel.from_pretrained(tmp_path)
+    model = GPT4LMHeadModel.from_pretrained(tmp_path, dtype=REFERENCE)
     ids = token_ids()
     assert (model(ids).logits - hf_model(ids).logits).abs().max() <= 1e-4
 
@@ -169,7 +172,7 @@ def test_sharded_transformers_checkpoint_loads(tmp_path):
 def test_our_sharded_save_loads_everywhere(tmp_path):
     hf_model = randomized(CASES["qwen2"](), seed=4)
     hf_model.save_pretrained(tmp_path / "hf")
-    model = GPT4LMHeadModel.from_pretrained(tmp_path / "hf")
+    model = GPT4LMHeadModel.from_pretrained(tmp_path / "hf", dtype=REFERENCE)
     from gptkit.weights.safetensors_io import save_pretrained
 
     save_pretrained(model, tmp_path / "ours", max_shard_size="20KB")
@@ -178,7 +181,7 @@ def test_our_sharded_save_loads_everywhere(tmp_path):
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
     assert (reloaded(ids).logits - model(ids).logits).abs().max() <= 1e-5
     assert (
-        GPT4LMHeadModel.from_pretrained(tmp_path / "ours")(ids).logits - model(ids).logits
+        GPT4LMHeadModel.from_pretrained(tmp_path / "ours", dtype=REFERENCE)(ids).logits - model(ids).logits
     ).abs().max() == 0
 
 
@@ -192,7 +195,8 @@ def test_bf16_checkpoint_loads(tmp_path):
     _, state = load_hf_state(tmp_path)
     assert all(t.dtype == torch.bfloat16 for t in state.values())
     assert GPT4LMHeadModel.from_pretrained(tmp_path, dtype="bfloat16").dtype == torch.bfloat16
-    model = GPT4LMHeadModel.from_pretrained(tmp_path)  # upcast to fp32 by default
+    assert GPT4LMHeadModel.from_pretrained(tmp_path).dtype == dense_dtype()  # bf16 where the CPU has it
+    model = GPT4LMHeadModel.from_pretrained(tmp_path, dtype="float32")  # the reference path
     assert model.dtype == torch.float32
     reference = CASES["llama-gqa-untied"]().eval()  # fp32, including its RoPE buffers
     reference.load_state_dict({k: v.float() for k, v in hf_model.state_dict().items()})
@@ -211,6 +215,6 @@ def test_base_model_names_and_buffers_are_accepted(tmp_path):
     state.update({f"h.{i}.attn.bias": torch.tril(torch.ones(1, 1, 64, 64)) for i in range(2)})
     (tmp_path / "model.safetensors").unlink()
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
-    model = GPT4LMHeadModel.from_pretrained(tmp_path)
+    model = GPT4LMHeadModel.from_pretrained(tmp_path, dtype=REFERENCE)
     ids = token_ids()
     assert (model(ids).logits - hf_model(ids).logits).abs().max() <= 1e-4

@@ -108,7 +108,8 @@ def test_streaming_load_equals_the_state_dict_path(sources, reads, single_thread
 def test_fp32_streaming_equals_quantizing_the_loaded_model(sources, single_thread, source, scheme):
     path = sources[source]
     model = GPT4LMHeadModel.from_pretrained(path, quantize=scheme)
-    assert_identical(model, quantize_model(GPT4LMHeadModel.from_pretrained(path), scheme, torch.float32))
+    reference = GPT4LMHeadModel.from_pretrained(path, dtype=torch.float32)
+    assert_identical(model, quantize_model(reference, scheme, torch.float32))
 
 
 def test_tied_head_gets_an_int8_copy_and_the_embedding_keeps_its_precision(sources, reads):
