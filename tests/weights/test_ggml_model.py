@@ -175,6 +175,40 @@ def test_without_a_compiler_the_torch_path_runs_with_one_warning(tmp_path):
     assert result["tokens"] == reference.generate(torch.tensor([[1, 4, 7, 2, 9]]), max_new_tokens=6).tolist()
 
 
+PORTABLE = """
+import json, sys, torch
+from gptkit import GPT4LMHeadModel, kernels
+model = GPT4LMHeadModel.from_pretrained(sys.argv[1])
+ids = torch.tensor([[1, 4, 7, 2, 9]])
+cache = model.new_cache(1, 8)
+with torch.no_grad():
+    logits = torch.cat([model(ids[:, t : t + 1], cache=cache).logits for t in range(5)], 1)
+print(json.dumps({"isa": kernels.isa_name(), "logits": logits.flatten().tolist()}))
+"""
+
+
+@needs_kernels
+@pytest.mark.slow
+def test_forced_portable_kernels_give_the_same_logits(tmp_path):
+    """GPTKIT_KERNELS=portable (a CPU without AVX-512 or AVX2) runs the plain C++ build: same results."""
+    path = write_tiny_llama(tmp_path / "tiny.gguf", Q.Q4_1)
+    outputs = {}
+    for choice in ("portable", "auto"):
+        env = {**os.environ, "GPTKIT_KERNELS": choice}
+        run = subprocess.run(
+            [sys.executable, "-c", PORTABLE, str(path)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr
+        outputs[choice] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outputs["portable"]["isa"] == "portable" and outputs["auto"]["isa"] == kernels.isa_name()
+    torch.testing.assert_close(
+        torch.tensor(outputs["portable"]["logits"]),
+        torch.tensor(outputs["auto"]["logits"]),
+        rtol=1e-3,
+        atol=5e-4,
+    )
+
+
 def test_unknown_kernel_choice_is_refused(monkeypatch):
     monkeypatch.setenv("GPTKIT_KERNELS", "sse9")
     with pytest.raises(ValueError, match="GPTKIT_KERNELS='sse9'"):
