@@ -177,21 +177,22 @@ template <int T>
 static void packed_matmul_groups(const uint8_t* packed, int64_t blocks, const QuantizedRow* x, int64_t M,
                                  int64_t g0, int64_t g1, float* y, int64_t N) {
   constexpr int GB = group_block_bytes<T>();
-  float tile[16 * 4];
+  float tile[16 * 8];
   for (int64_t g = g0; g < g1; ++g) {  // a group's blocks (a few KiB) stay in L1 for every row of x
     const uint8_t* group = packed + g * blocks * GB;
     const int64_t lanes = std::min<int64_t>(16, N - g * 16);
-    for (int64_t m = 0; m < M; m += 4) {
-      const int R = int(std::min<int64_t>(4, M - m));
+    for (int64_t m = 0; m < M;) {
+      const int R = M - m >= 8 ? 8 : M - m >= 4 ? 4 : M - m >= 2 ? 2 : 1;  // rows sharing one unpacking
 #ifdef GK_VNNI
-      if (R == 4) packed_group_vnni<T, 4>(group, blocks, x + m, tile);
-      else if (R == 3) packed_group_vnni<T, 3>(group, blocks, x + m, tile);
+      if (R == 8) packed_group_vnni<T, 8>(group, blocks, x + m, tile);
+      else if (R == 4) packed_group_vnni<T, 4>(group, blocks, x + m, tile);
       else if (R == 2) packed_group_vnni<T, 2>(group, blocks, x + m, tile);
       else packed_group_vnni<T, 1>(group, blocks, x + m, tile);
 #else
       packed_group_portable<T>(group, blocks, x + m, R, tile);
 #endif
       for (int r = 0; r < R; ++r) std::memcpy(y + (m + r) * N + g * 16, tile + 16 * r, lanes * sizeof(float));
+      m += R;
     }
   }
 }
