@@ -10,7 +10,8 @@ import torch
 
 import gptkit.eval.common
 import gptkit.tasks.base
-from gptkit import GPT4Config, GPT4LMHeadModel, GPT4Tokenizer, pipeline
+from gptkit import ConfigError, GPT4Config, GPT4LMHeadModel, GPT4Tokenizer, pipeline
+from gptkit.cli import main
 from gptkit.eval.bias import BiasPair, pair_scores
 from gptkit.eval.common import LoadedModel, load_model
 from gptkit.eval.loglik import Loglik, score_continuations
@@ -198,3 +199,11 @@ def test_bundled_scorers_equal_one_at_a_time(bundled_fp32, tmp_path, monkeypatch
     classifier = pipeline("sentiment-analysis", loaded.model, loaded.tokenizer)
     out = both_ways(monkeypatch, gptkit.tasks.base, lambda: classifier(SENTENCES[:2], top_k=None))
     assert [r[0]["label"] for r in out["batched"][0]] == ["POSITIVE", "NEGATIVE"]
+
+
+def test_a_batch_size_below_one_is_refused(tiny, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="batch_size"):
+        score_continuations(tiny.model, [([1], [2])], batch_size=0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "bias", str(tmp_path / "pairs.csv"), "--batch-size", "0"])
+    assert exit_info.value.code == 2 and "--batch-size: must be a positive integer" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def _common(
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=batch_size,
         help=f"sequences per forward pass (default {batch_size})",
     )
@@ -47,6 +47,13 @@ def _common(
     )
     if rows:
         parser.add_argument("--strict", action="store_true", help="stop at the first malformed row")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def _add_perplexity(evals: argparse._SubParsersAction) -> None:
