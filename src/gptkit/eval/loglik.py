@@ -70,11 +70,9 @@ def score_continuations(
     contexts = sorted(by_context, key=len)  # similar lengths together: little padding
     prefix = _shared_prefix(model, contexts)
     for start in range(0, len(contexts), batch_size):
-        group = contexts[start : start + batch_size]
-        for job, result in _score_group(model, prefix, [by_context[c] for c in group], batch_size):
+        group = [by_context[c] for c in contexts[start : start + batch_size]]
+        for job, result in _score_group(model, prefix, group, batch_size, progress or (lambda n: None)):
             results[job.index] = result
-        if progress is not None:
-            progress(sum(len(by_context[c]) for c in group))
     return results  # type: ignore[return-value]
 
 
@@ -113,7 +111,11 @@ def _shared_prefix(model: torch.nn.Module, contexts: list[tuple[int, ...]]) -> _
 
 
 def _score_group(
-    model: torch.nn.Module, prefix: _Prefix, jobs_by_context: list[list[_Job]], batch_size: int
+    model: torch.nn.Module,
+    prefix: _Prefix,
+    jobs_by_context: list[list[_Job]],
+    batch_size: int,
+    progress: Callable[[int], object],
 ) -> list[tuple[_Job, Loglik]]:
     """Run a batch of contexts after the prefix, then score their continuations ``batch_size`` at a time."""
     tails = [list(jobs[0].context[prefix.length :]) for jobs in jobs_by_context]
@@ -124,12 +126,15 @@ def _score_group(
     first = last_logprobs(model, cache, tails)  # (B, V): predictions of each first continuation token
     rows_of = [(row, job) for row, jobs in enumerate(jobs_by_context) for job in jobs]
     if len(rows_of) == len(tails):  # one continuation per context: extend the context cache in place
-        return _score_continuations_after(model, cache, first, rows_of, in_place=True)
+        scored = _score_continuations_after(model, cache, first, rows_of, in_place=True)
+        progress(len(scored))
+        return scored
     rows_of.sort(key=lambda item: len(item[1].continuation))  # similar lengths together
     scored = []
     for start in range(0, len(rows_of), batch_size):
         chunk = rows_of[start : start + batch_size]
         scored += _score_continuations_after(model, cache, first, chunk, in_place=False)
+        progress(len(chunk))
     return scored
 
 
