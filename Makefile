@@ -44,12 +44,14 @@ format: setup-test
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-# llama-cpp-python builds from source (~8 min); its default native build crashed on this CPU family.
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+# llama-cpp-python builds from source (~8 min). A native build, or -DGGML_AVX_VNNI=ON on a CPU without the
+# avx_vnni flag (AMD Zen 4), dies with "Illegal instruction": the ISA options come from /proc/cpuinfo.
+LLAMA_CMAKE_ARGS ?= $(shell $(PYTHON) bench/llama_cmake_args.py)
+THREADS ?= 2
 
 bench: setup
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/decode.py --threads $(THREADS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,42 +1,71 @@
-"""Decode benchmark: gptkit fp32 / bf16 / int8 / int4 vs transformers on the bundled SmolLM2-135M GGUF.
+"""Decode benchmark: gptkit with no flags and on each explicit path vs transformers and llama.cpp, on the
+bundled SmolLM2-135M GGUF, in one run.
 
-One table: load time, prefill tok/s (512-token prompt), greedy decode tok/s at batch 1 (64 tokens) and
-peak RSS; each configuration runs in its own subprocess so its peak RSS is its own.
-Run: `.venv/bin/python bench/decode.py [--threads 2] [--kernels]` (`--kernels` adds the per-layer
-matmul table: dense fp32/bf16 vs the int8/int4 weight-only paths, M = 1 to 512 rows).
+Each configuration runs in its own process, so its peak RSS is its own; llama.cpp runs in one that never
+imports torch (bench/llama_peer.py). Prints load time, prefill tok/s (512-token prompt), greedy decode
+tok/s at one stream (64 tokens), the Engine's aggregate tok/s with 4 and 16 streams and peak RSS; then the
+issue's goals as ratios of gptkit's no-flag default to llama.cpp, and a roofline: the weight bytes each
+decode token reads times tok/s, against this machine's memory bandwidth measured in the same run.
+Run: `.venv/bin/python bench/decode.py [--threads 2] [--kernels]` (`make bench` installs the peers first;
+`--kernels` adds the per-layer matmul table: dense fp32/bf16 vs the int8/int4 weight-only paths).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from decode_report import DEFAULT, LLAMA, print_goals, print_roofline, print_table
+from peak_rss import peak_rss_mib
 
 from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 PROMPT_TOKENS, NEW_TOKENS = 512, 64
 KERNEL_ROWS = (1, 8, 9, 16, 32, 121, 512)  # --kernels: decode, the engine's batched decode, prefill
-CONFIGS = {  # name -> (loader, dtype, quantize, compile the engine's decode step)
-    "gptkit fp32": ("gptkit", "float32", None, False),
-    "gptkit bf16": ("gptkit", "bfloat16", None, False),
-    "gptkit int8": ("gptkit", "float32", "int8", False),
-    "gptkit int8+bf16": ("gptkit", "bfloat16", "int8", False),
-    "gptkit int4": ("gptkit", "float32", "int4", False),
-    "gptkit int4+bf16": ("gptkit", "bfloat16", "int4", False),
-    "gptkit int4+bf16 compiled": ("gptkit", "bfloat16", "int4", True),
-    "transformers fp32": ("transformers", "float32", None, False),
-    "llama.cpp Q4_1": ("llama_cpp", None, None, False),  # the GGUF as it is, llama-cpp-python (bench extra)
-}
+BANDWIDTH_MIB = 512  # the streamed buffer: far larger than any L3
+PEER = Path(__file__).with_name("llama_peer.py")
 TEXT = (
     "The history of natural language processing generally started in the 1950s, although work can be "
     "found from earlier periods. In 1950, Alan Turing published an article titled 'Computing Machinery "
     "and Intelligence' which proposed what is now called the Turing test as a criterion of intelligence. "
 )
+
+
+@dataclass(frozen=True)
+class Config:
+    """How one row loads and runs: from_pretrained keywords ({}: what a user gets with no flags) and Engine
+    keywords besides its sizes."""
+
+    loader: str  # "gptkit", "transformers" or "llama_cpp"
+    load: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)
+
+
+def _explicit(dtype: str, quantize: str | None, **engine) -> Config:
+    return Config("gptkit", {"dtype": dtype, "quantize": quantize}, engine)
+
+
+CONFIGS = {
+    DEFAULT: Config("gptkit"),  # GPT4LMHeadModel.from_pretrained("smollm2-135m-instruct"), Engine's defaults
+    "gptkit fp32 reference": _explicit("float32", None),  # --dtype float32 --quantize none
+    "gptkit bf16": _explicit("bfloat16", None),
+    "gptkit int8": _explicit("float32", "int8"),
+    "gptkit int8+bf16": _explicit("bfloat16", "int8"),
+    "gptkit int4": _explicit("float32", "int4"),
+    "gptkit int4+bf16": _explicit("bfloat16", "int4"),
+    "gptkit int4+bf16 compiled": _explicit("bfloat16", "int4", compile=True),
+    "transformers fp32": Config("transformers", {"dtype": "float32"}),
+    LLAMA: Config("llama_cpp"),  # the GGUF as it is, llama-cpp-python (bench extra), no torch in its process
+}
 
 
 def timed(fn):
@@ -45,90 +74,98 @@ def timed(fn):
     return fn(), time.perf_counter() - start
 
 
-def prompt_ids() -> torch.Tensor:
-    """A PROMPT_TOKENS-long prompt: (1, PROMPT_TOKENS)."""
+def prompt_ids() -> list[int]:
+    """A PROMPT_TOKENS-long prompt, tokenized by gptkit (llama.cpp gets the same ids)."""
     from gptkit import GPT4Tokenizer
 
-    ids = GPT4Tokenizer.from_pretrained(DEFAULT_MODEL).encode(TEXT * 40)
-    return torch.tensor([ids[:PROMPT_TOKENS]])
+    return GPT4Tokenizer.from_pretrained(DEFAULT_MODEL).encode(TEXT * 40)[:PROMPT_TOKENS]
 
 
-def load(loader: str, dtype: str, quantize: str | None):
-    """Load the bundled model with gptkit or transformers."""
-    path = bundled_path(REGISTRY[DEFAULT_MODEL])
-    if loader == "gptkit":
+def load(config: Config):
+    """The bundled model, loaded as the row says."""
+    if config.loader == "gptkit":
         from gptkit import GPT4LMHeadModel
 
-        return GPT4LMHeadModel.from_pretrained(str(path), dtype=dtype, quantize=quantize)
+        return GPT4LMHeadModel.from_pretrained(DEFAULT_MODEL, **config.load)
     import transformers
 
+    path = bundled_path(REGISTRY[DEFAULT_MODEL])
     transformers.logging.set_verbosity_error()
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
+        str(path.parent), gguf_file=path.name, dtype=getattr(torch, config.load["dtype"])
     ).eval()
     model.generation_config.pad_token_id = model.generation_config.eos_token_id
     return model
 
 
 @torch.inference_mode()
-def measure_one(name: str, threads: int) -> dict:
-    """Load, prefill and decode one configuration; peak RSS of this process at the end."""
-    ids = prompt_ids()
-    if CONFIGS[name][0] == "llama_cpp":
-        return measure_llama_cpp(ids[0].tolist(), threads)
-    loader, *_, compile = CONFIGS[name]
-    model, load_s = timed(lambda: load(*CONFIGS[name][:3]))
+def measure_one(name: str) -> dict:
+    """Load, prefill and decode one torch configuration (then the Engine's streams, for gptkit rows)."""
+    config = CONFIGS[name]
+    ids = torch.tensor([prompt_ids()])  # (1, PROMPT_TOKENS)
+    model, load_s = timed(lambda: load(config))
     model(ids[:, :16])  # warm-up
     prefill = min(timed(lambda: model(ids))[1] for _ in range(2))
     gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
     out, total = timed(lambda: model.generate(ids, **gen))
-    decode = (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9)
-    peak = _status_mib("VmHWM")  # load + prefill + one sequence's decode: llama.cpp's workload
-    aggregate = engine_throughput(model, ids, compile) if loader == "gptkit" else {}
-    return {
+    result = {
         "load s": load_s,
         "prefill tok/s": PROMPT_TOKENS / prefill,
-        "decode tok/s": aggregate.pop("b1 tok/s") if compile else decode,
+        "decode tok/s": (out.shape[1] - PROMPT_TOKENS - 1) / max(total - prefill, 1e-9),
         "weights MiB": sum(t.nbytes for t in [*model.parameters(), *model.buffers()]) / 2**20,
-        "peak RSS MiB": peak,
-        "engine peak MiB": _status_mib("VmHWM"),  # + a 16-slot Engine's KV cache (and compiling)
-        **aggregate,
+        "peak RSS MiB": peak_rss_mib(),  # load + prefill + one sequence's decode: llama.cpp's workload
     }
+    if config.loader == "gptkit":
+        result["read/token MiB"] = streamed_weight_bytes(model) / 2**20
+        aggregate = engine_throughput(model, ids, config.engine)
+        if config.engine.get("compile"):  # its decode is the compiled step's
+            result["decode tok/s"] = aggregate.pop("b1 tok/s")
+        result |= aggregate
+        result["engine peak MiB"] = peak_rss_mib()  # + a 16-slot Engine's KV cache (and compiling)
+    return result
 
 
-def measure_llama_cpp(ids: list[int], threads: int) -> dict:
-    """The same measurements with llama-cpp-python on the bundled GGUF: prefill by eval, greedy decode."""
-    import numpy as np
-    from llama_cpp import Llama
-
-    path = str(bundled_path(REGISTRY[DEFAULT_MODEL]))
-    # n_batch = n_ctx: llm.scores keeps a row per position up to n_batch, read back for greedy decode
-    llm, load_s = timed(lambda: Llama(path, n_ctx=1024, n_batch=1024, n_threads=threads, verbose=False))
-    llm.eval(ids[:16])  # warm-up
-    prefill = min(timed(lambda: (llm.reset(), llm.eval(ids)))[1] for _ in range(2))
-    start = time.perf_counter()
-    for _ in range(NEW_TOKENS):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    decode = time.perf_counter() - start
-    return {
-        "load s": load_s,
-        "prefill tok/s": len(ids) / prefill,
-        "decode tok/s": NEW_TOKENS / decode,
-        "peak RSS MiB": _status_mib("VmHWM"),
-    }
+GATHERED = ("embed", "pos_embed")  # tables a token only indexes: one row each per token
+NOT_WEIGHTS = ("rotary", "sinusoidal")  # position tables, not weights
 
 
-def engine_throughput(model, ids: torch.Tensor, compile: bool) -> dict[str, float]:
+def streamed_weight_bytes(model: torch.nn.Module) -> int:
+    """Weight bytes one decode token reads: every parameter and buffer of the blocks, the final norm and the
+    lm_head (a tied lm_head reads the whole embedding table), but not the gathered embedding tables."""
+    tensors = chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    )
+    storages = {}
+    for name, tensor in tensors:
+        if name.split(".")[0] not in GATHERED + NOT_WEIGHTS:
+            storages[(tensor.data_ptr(), tensor.nbytes)] = tensor.nbytes  # a tied tensor counts once
+    return sum(storages.values())
+
+
+def gguf_streamed_bytes(path: Path) -> int:
+    """The same for llama.cpp on the GGUF: every tensor, less the token embedding unless it is the output."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from gptkit.weights.gguf_file import read_header
+
+    sizes = {}
+    for tensor in read_header(path).tensors:
+        block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(tensor.type_id)]
+        sizes[tensor.name] = math.prod(tensor.dims) // block * block_bytes
+    tied = "output.weight" not in sizes
+    return sum(sizes.values()) - (0 if tied else sizes["token_embd.weight"])
+
+
+def engine_throughput(model, ids: torch.Tensor, engine_options: dict) -> dict[str, float]:
     """The Engine's single-stream decode tok/s (after the 512-token prompt) and aggregate decode tok/s with
-    4 and 16 concurrent greedy requests (16-token prompts); with ``compile``, the compile time first."""
+    4 and 16 concurrent greedy requests (16-token prompts); with compile, the compile time first."""
     from gptkit import GPT4Tokenizer
     from gptkit.engine import Engine, SamplingParams
 
     tokenizer = GPT4Tokenizer.from_pretrained(DEFAULT_MODEL)
-    engine = Engine(
-        model, tokenizer, max_batch_size=16, max_seq_len=PROMPT_TOKENS + NEW_TOKENS + 1, compile=compile
-    )
-    out = {"compile s": timed(engine.warm_up)[1]} if compile else {}
+    sizes = dict(max_batch_size=16, max_seq_len=PROMPT_TOKENS + NEW_TOKENS + 1)
+    engine = Engine(model, tokenizer, **sizes, **engine_options)
+    out = {"compile s": timed(engine.warm_up)[1]} if engine_options.get("compile") else {}
     out["b1 tok/s"] = engine_single_stream(engine, ids[0].tolist())
     prompts = [ids[0, i * 16 : (i + 1) * 16].tolist() for i in range(16)]
     params = SamplingParams(max_tokens=NEW_TOKENS, min_tokens=NEW_TOKENS, temperature=0)
@@ -152,48 +189,33 @@ def engine_single_stream(engine, prompt: list[int]) -> float:
     return NEW_TOKENS / (time.perf_counter() - start)
 
 
-def _status_mib(field: str) -> float:
-    """A /proc/self/status memory field in MiB: VmRSS (now) or VmHWM (this process image's peak; unlike
-    ru_maxrss it does not carry over the parent's peak across exec)."""
-    with open("/proc/self/status") as status:
-        kib = next(line.split()[1] for line in status if line.startswith(f"{field}:"))
-    return int(kib) / 1024
-
-
-def run_isolated(name: str, threads: int) -> dict | None:
-    """measure_one in a fresh interpreter; None (with a message) if the peer is missing or fails."""
-    cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run_isolated(name: str, threads: int, ids: list[int]) -> dict | None:
+    """One configuration in a fresh interpreter; None (with a message) if the peer is missing or fails."""
+    if CONFIGS[name].loader == "llama_cpp":
+        gguf = str(bundled_path(REGISTRY[DEFAULT_MODEL]))
+        request = json.dumps({"gguf": gguf, "ids": ids, "threads": threads, "new_tokens": NEW_TOKENS})
+        proc = subprocess.run([sys.executable, str(PEER)], input=request, capture_output=True, text=True)
+    else:
+        cmd = [sys.executable, __file__, "--one", name, "--threads", str(threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"{name}: skipped ({proc.stderr.strip().splitlines()[-1] if proc.stderr else 'failed'})")
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result.pop("torch imported", False):
+        print(f"{name}: its process imported torch, so its peak RSS is not its own")
+    if CONFIGS[name].loader == "llama_cpp":
+        result["read/token MiB"] = gguf_streamed_bytes(Path(gguf)) / 2**20
+    return result
 
 
-def print_table(results: dict[str, dict]) -> None:
-    """Rows = configurations; ratio columns vs transformers fp32 and llama.cpp (> 1 = better than the peer)."""
-    keys = ["load s", "prefill tok/s", "decode tok/s", "weights MiB", "peak RSS MiB", "engine peak MiB"]
-    aggregate = ["b1 tok/s", "b4 agg tok/s", "b16 agg tok/s", "compile s"]
-    ratios = {  # column -> (row key, peer name, peer key)
-        "decode/HF": ("decode tok/s", "transformers fp32", "decode tok/s"),
-        "decode/llama": ("decode tok/s", "llama.cpp Q4_1", "decode tok/s"),
-        "prefill/llama": ("prefill tok/s", "llama.cpp Q4_1", "prefill tok/s"),
-        "b16/llama b1": ("b16 agg tok/s", "llama.cpp Q4_1", "decode tok/s"),
-        "RSS/llama": ("peak RSS MiB", "llama.cpp Q4_1", "peak RSS MiB"),
-    }
-    print(f"{'config':<26}" + "".join(f"{k:>15}" for k in keys + aggregate + list(ratios)))
-    for name, r in results.items():
-        cells = "".join(f"{r.get(k, float('nan')):>15.2f}" for k in keys + aggregate)
-        for key, peer, peer_key in ratios.values():
-            value = r.get(key, float("nan")) / results[peer][peer_key] if peer in results else float("nan")
-            cells += f"{value:>14.2f}x"
-        print(f"{name:<26}{cells}")
-    print("decode: model.generate after the prompt; 'compiled': the Engine's compiled step (b1, one request)")
-    print("b1: gptkit.engine.Engine, one request after the prompt; b4/b16 agg: 4 or 16 concurrent greedy")
-    print("requests, 16-token prompts, including prefill; compile s: Engine.warm_up with compile=True")
-    print(
-        "peak RSS: after load, prefill and the single-stream decode; engine peak: after the Engine runs too"
-    )
+def memory_read_gbs(threads: int, repeats: int = 5) -> float:
+    """This machine's memory read bandwidth in GB/s: best of ``repeats`` torch sums over BANDWIDTH_MIB."""
+    torch.set_num_threads(threads)
+    buffer = torch.ones(BANDWIDTH_MIB * 2**20 // 4)  # float32, every page touched
+    buffer.sum()  # warm-up
+    best = min(timed(buffer.sum)[1] for _ in range(repeats))
+    return buffer.nbytes / best / 1e9
 
 
 def bench_kernels(threads: int) -> None:
@@ -230,21 +252,30 @@ def _time_us(call: tuple, work: int) -> float:
     return min(timed(lambda: [fn(*args) for _ in range(reps)])[1] for _ in range(3)) / reps * 1e6
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=CONFIGS, metavar="CONFIG", help="run only these rows")
     parser.add_argument("--kernels", action="store_true", help="also print the per-layer matmul table")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(measure_one(args.one, args.threads)))
+        print(json.dumps(measure_one(args.one)))
         return
     print(
         f"{DEFAULT_MODEL}: {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} greedy tokens, {args.threads} threads"
     )
-    results = {name: r for name in CONFIGS if (r := run_isolated(name, args.threads))}
+    ids = prompt_ids()
+    names = args.only or list(CONFIGS)
+    results = {name: r for name in names if (r := run_isolated(name, args.threads, ids))}
     print_table(results)
+    print_goals(results)
+    print_roofline(results, memory_read_gbs(args.threads), BANDWIDTH_MIB, args.threads)
     if args.kernels:
         bench_kernels(args.threads)
 

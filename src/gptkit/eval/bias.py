@@ -24,6 +24,7 @@ from typing import Any
 
 from gptkit.eval.common import EvalResult, LoadedModel, score_with_progress
 from gptkit.eval.data import read_dataset, require_text
+from gptkit.eval.loglik import SCORING_BATCH_SIZE
 
 DIRECTIONS = ("stereo", "antistereo")
 SCORINGS = ("shared", "full")
@@ -104,7 +105,7 @@ def evaluate_bias(
     scoring: str = "shared",
     limit: int | None = None,
     strict: bool = False,
-    batch_size: int = 8,
+    batch_size: int = SCORING_BATCH_SIZE,
 ) -> EvalResult:
     """The CrowS-Pairs metric overall and per bias type for a CSV of sentence pairs."""
     dataset = read_dataset(path, parse_pair, strict=strict, limit=limit)

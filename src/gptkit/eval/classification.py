@@ -13,6 +13,7 @@ from typing import Any
 from gptkit.errors import GPTKitError
 from gptkit.eval.common import EvalResult, LoadedModel
 from gptkit.eval.data import read_dataset, require_text
+from gptkit.eval.loglik import SCORING_BATCH_SIZE
 from gptkit.eval.metrics import accuracy, macro_f1
 from gptkit.eval.pipelines import make_pipeline
 
@@ -46,7 +47,7 @@ def evaluate_classification(
     labels: list[str] | None = None,
     limit: int | None = None,
     strict: bool = False,
-    batch_size: int = 8,
+    batch_size: int = SCORING_BATCH_SIZE,
 ) -> EvalResult:
     """Accuracy and macro-F1 of the sentiment pipeline's labels against the file's labels."""
     dataset = read_dataset(path, parse_item, strict=strict, limit=limit)

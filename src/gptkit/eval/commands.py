@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gptkit.registry import DEFAULT_MODEL
 
+SCORING_BATCH_SIZE = 16  # gptkit.eval.loglik.SCORING_BATCH_SIZE, without importing torch for --help
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` (with one subcommand per evaluation) and ``cost``."""
@@ -21,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_cost(subparsers)
 
 
-def _common(parser: argparse.ArgumentParser, *, rows: bool = True) -> None:
+def _common(
+    parser: argparse.ArgumentParser, *, rows: bool = True, batch_size: int = SCORING_BATCH_SIZE
+) -> None:
     """Options every evaluation takes."""
     parser.add_argument(
         "--model", "-m", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
@@ -29,7 +33,12 @@ def _common(parser: argparse.ArgumentParser, *, rows: bool = True) -> None:
     parser.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
     parser.add_argument("--output", "-o", help="write the result as JSON to this file")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"sequences per forward pass (default {batch_size})",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -40,13 +49,20 @@ def _common(parser: argparse.ArgumentParser, *, rows: bool = True) -> None:
         parser.add_argument("--strict", action="store_true", help="stop at the first malformed row")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def _add_perplexity(evals: argparse._SubParsersAction) -> None:
     p = evals.add_parser("perplexity", help="perplexity and bits per byte of text files")
     p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files")
     p.add_argument("--window", type=int, default=None, help="tokens per window (default min(1024, context))")
     p.add_argument("--stride", type=int, default=None, help="tokens between window starts (default window/2)")
-    _common(p, rows=False)
-    p.set_defaults(func=_run_eval, evaluate=_perplexity, batch_size=2)
+    _common(p, rows=False, batch_size=2)  # windows of up to 1024 tokens: rows gain little, cost memory
+    p.set_defaults(func=_run_eval, evaluate=_perplexity)
 
 
 def _add_multiple_choice(evals: argparse._SubParsersAction) -> None:
@@ -72,7 +88,7 @@ def _add_generation(evals: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE.jsonl")
     p.add_argument("--task", required=True, choices=GENERATION_TASKS)
     p.add_argument("--max-new-tokens", type=int, default=48, help="tokens generated per answer (default 48)")
-    _common(p)
+    _common(p, batch_size=8)
     p.set_defaults(func=_run_eval, evaluate=_generation)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from gptkit.eval.data import SkippedRow
-from gptkit.eval.loglik import Loglik, score_continuations
+from gptkit.eval.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
 
 
 @dataclass
@@ -49,18 +49,12 @@ def score_with_progress(
     model: Any,
     pairs: Sequence[tuple[list[int], list[int]]],
     *,
-    batch_size: int = 8,
+    batch_size: int = SCORING_BATCH_SIZE,
     desc: str = "scoring",
 ) -> list[Loglik]:
-    """:func:`score_continuations` in chunks of a few batches, with a tqdm bar on a terminal."""
-    results: list[Loglik] = []
-    chunk_size = 4 * batch_size  # big enough for length-sorted batches, small enough for a live bar
+    """:func:`score_continuations` with a tqdm bar on a terminal."""
     with tqdm(total=len(pairs), desc=desc, unit="seq", disable=None, leave=False) as bar:
-        for start in range(0, len(pairs), chunk_size):
-            chunk = pairs[start : start + chunk_size]
-            results.extend(score_continuations(model, chunk, batch_size=batch_size))
-            bar.update(len(chunk))
-    return results
+        return score_continuations(model, pairs, batch_size=batch_size, progress=bar.update)
 
 
 @dataclass

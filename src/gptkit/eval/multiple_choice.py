@@ -15,6 +15,7 @@ from typing import Any
 
 from gptkit.eval.common import EvalResult, LoadedModel, score_with_progress
 from gptkit.eval.data import read_dataset, require_text
+from gptkit.eval.loglik import SCORING_BATCH_SIZE
 
 FEWSHOT_SEED = 1234
 FEWSHOT_SEPARATOR = "\n\n"
@@ -90,7 +91,7 @@ def evaluate_multiple_choice(
     num_fewshot: int = 0,
     limit: int | None = None,
     strict: bool = False,
-    batch_size: int = 8,
+    batch_size: int = SCORING_BATCH_SIZE,
 ) -> EvalResult:
     """acc and acc_norm of the model on a multiple-choice JSONL file."""
     dataset = read_dataset(path, parse_item, strict=strict)

@@ -64,6 +64,28 @@ class KVCache:
         for name in ("valid", "positions", "next_position", "next_column"):
             setattr(self, name, getattr(self, name)[rows])
 
+    def copy_rows(self, rows: torch.Tensor | list[int], max_len: int) -> KVCache:
+        """A new cache of ``len(rows)`` rows and ``max_len`` columns whose row i starts as a copy of row
+        ``rows[i]`` here (a shared prefix computed once, then extended differently per row)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.valid.device)
+        used = int(self.next_column.max()) if self.batch_size else 0
+        if used > max_len:
+            raise ContextLengthError(f"{used} cached columns do not fit a copy with {max_len} columns")
+        copy = object.__new__(KVCache)
+        copy.k, copy.v = [], []
+        for source, target in ((self.k, copy.k), (self.v, copy.v)):
+            for layer in source:  # (B, n_kv_head, max_len, head_dim) per layer
+                new = layer.new_zeros(len(rows), layer.shape[1], max_len, layer.shape[3])
+                new[:, :, :used] = layer[rows, :, :used]
+                target.append(new)
+        for name in ("valid", "positions"):  # (B, max_len): free columns are invalid
+            new = getattr(self, name).new_zeros(len(rows), max_len)
+            new[:, :used] = getattr(self, name)[rows, :used]
+            setattr(copy, name, new)
+        copy.next_position, copy.next_column = self.next_position[rows], self.next_column[rows]
+        copy.max_len = max_len
+        return copy
+
     def allocate(self, token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reserve columns for T new tokens per row: returns (columns, position_ids), each (B, T).
 

@@ -2,7 +2,8 @@
 
 A pipeline renders each input into a prompt (chat template for chat models, few-shot text for base
 models, templates from :mod:`gptkit.tasks.prompts`), then either generates an answer (greedy by default,
-left-padded batches) or scores candidate answers with :func:`gptkit.eval.loglik.score_continuations`.
+left-padded batches) or scores candidate answers with :func:`gptkit.eval.loglik.score_continuations`
+(batched, with the prompt text that all inputs share computed once).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from gptkit.errors import ContextLengthError, GPTKitError
-from gptkit.eval.loglik import Loglik, score_continuations
+from gptkit.eval.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
 from gptkit.generation import truncate_at_stop
 from gptkit.tasks.prompts import TEMPLATES, PromptTemplate
 
@@ -200,7 +201,9 @@ class Pipeline:
             texts.append(truncate_at_stop(self.tokenizer.decode(row[:end], skip_special_tokens=True), stops))
         return texts
 
-    def score(self, pairs: list[tuple[str, str]], chat: bool, batch_size: int = 8) -> list[Loglik]:
+    def score(
+        self, pairs: list[tuple[str, str]], chat: bool, batch_size: int = SCORING_BATCH_SIZE
+    ) -> list[Loglik]:
         """log p(continuation | prompt) for (prompt text, continuation text) pairs."""
         encoded = []
         for prompt, continuation in pairs:

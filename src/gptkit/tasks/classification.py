@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gptkit.eval.loglik import SCORING_BATCH_SIZE
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts, softmax
 from gptkit.tasks.prompts import CONTENT_FREE_INPUT, VERBALIZERS, PromptTemplate
 
@@ -54,8 +55,9 @@ class TextClassificationPipeline(Pipeline):
         chat, template = self.uses_chat(opts), self.template(opts)
         verbalizers = label_verbalizers(opts.get("labels", DEFAULT_LABELS))
         words = [self.continuation(template, word, chat) for word in verbalizers.values()]
-        pairs = [(self._prompt(text, opts), word) for text in items for word in words]
-        scores = self.score(pairs, chat, opts.get("batch_size", 8))
+        prompts = [self._prompt(text, opts) for text in items]
+        pairs = [(prompt, word) for prompt in prompts for word in words]
+        scores = self.score(pairs, chat, opts.get("batch_size", SCORING_BATCH_SIZE))
         n = len(words)
         return [[s.logprob for s in scores[i : i + n]] for i in range(0, len(scores), n)]
 

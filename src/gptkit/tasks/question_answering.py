@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.eval.loglik import SCORING_BATCH_SIZE
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts, require_text, softmax
 
 WORD = re.compile(r"\w+(?:[-'’.,]\w+)*")
@@ -90,7 +91,9 @@ class QuestionAnsweringPipeline(Pipeline):
         spans = sorted(spans, key=lambda s: (-overlap(s.text, reply), len(s.text)))
         spans = spans[: opts.get("max_candidates", MAX_CANDIDATES)]
         pairs = [(prompt, self.continuation(template, s.text, chat, closed=True)) for s in spans]
-        scores = softmax([r.logprob for r in self.score(pairs, chat, opts.get("batch_size", 8))])
+        scores = softmax(
+            [r.logprob for r in self.score(pairs, chat, opts.get("batch_size", SCORING_BATCH_SIZE))]
+        )
         best = max(range(len(spans)), key=scores.__getitem__)
         return span_result(spans[best], scores[best])
 
