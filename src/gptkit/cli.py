@@ -85,11 +85,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Describe a model: family, parameters, quantization, context length, tokenizer."""
+    """Check a model's files and describe it: family, parameters, quantization, context length, tokenizer."""
     from gptkit.weights.loading import describe
 
-    for key, value in describe(args.model).items():
-        print(f"{key:>16}: {value}")
+    for key, value in describe(args.model, metadata_only=args.metadata_only).items():
+        print(f"{key:>17}: {value}")
     return 0
 
 
@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help=cmd_info.__doc__, description=cmd_info.__doc__)
     p.add_argument(
         "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
+    )
+    p.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="read only the config / GGUF header (default: check every tensor's type, shape, size and offset)",
     )
     p.set_defaults(func=cmd_info)
     for name in COMMAND_MODULES:

@@ -36,6 +36,14 @@ class MLP(str, enum.Enum):
 
 
 ROPE_SCALING_TYPES = ("linear", "llama3")
+# Sanity limits, checked before anything is allocated: far above every released model, far below what
+# would overflow a size computation (a corrupt or hostile config.json / GGUF header fails here, typed).
+SIZE_LIMITS = {
+    "vocab_size": 2**22, "n_layer": 2**10, "n_head": 2**10, "n_kv_head": 2**10, "n_embd": 2**16,
+    "head_dim": 2**12, "intermediate_size": 2**18, "context_length": 2**24, "sliding_window": 2**24,
+}  # fmt: skip
+MAX_PARAMETERS = 2**40  # about 1.1 trillion
+OPTIONAL_SIZES = frozenset({"n_kv_head", "head_dim", "intermediate_size", "sliding_window"})
 
 
 @dataclass(frozen=True)
@@ -79,10 +87,7 @@ class GPT4Config:
         self._validate()
 
     def _validate(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "context_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+        self._check_sizes()
         if self.head_dim is None and self.n_embd % self.n_head:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -97,6 +102,22 @@ class GPT4Config:
                 )
         if self.gelu_approximate not in ("tanh", "none"):
             raise ConfigError(f"gelu_approximate must be 'tanh' or 'none', got {self.gelu_approximate!r}")
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ConfigError(
+                f"the config describes {self.num_parameters():,} parameters, more than gptkit's sanity limit "
+                f"of {MAX_PARAMETERS:,}"
+            )
+
+    def _check_sizes(self) -> None:
+        """Every size is a positive integer within SIZE_LIMITS (optional ones may be None)."""
+        for name, limit in SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_SIZES:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+            if value > limit:
+                raise ConfigError(f"config.{name}={value} exceeds gptkit's sanity limit of {limit:,}")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
