@@ -46,6 +46,18 @@ MAX_PARAMETERS = 2**40  # about 1.1 trillion
 OPTIONAL_SIZES = frozenset({"n_kv_head", "head_dim", "intermediate_size", "sliding_window"})
 
 
+def check_sizes(sizes: dict[str, Any]) -> None:
+    """ConfigError unless every size given is a positive integer within SIZE_LIMITS (optional ones may be
+    None); called by loaders on the raw values too, before anything computes with them."""
+    for name, value in sizes.items():
+        if name not in SIZE_LIMITS or (value is None and name in OPTIONAL_SIZES):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+        if value > SIZE_LIMITS[name]:
+            raise ConfigError(f"config.{name}={value} exceeds gptkit's sanity limit of {SIZE_LIMITS[name]:,}")
+
+
 @dataclass(frozen=True)
 class GPT4Config:
     """Architecture switches of a decoder-only Transformer."""
@@ -87,7 +99,7 @@ class GPT4Config:
         self._validate()
 
     def _validate(self) -> None:
-        self._check_sizes()
+        check_sizes({name: getattr(self, name) for name in SIZE_LIMITS})
         if self.head_dim is None and self.n_embd % self.n_head:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -107,17 +119,6 @@ class GPT4Config:
                 f"the config describes {self.num_parameters():,} parameters, more than gptkit's sanity limit "
                 f"of {MAX_PARAMETERS:,}"
             )
-
-    def _check_sizes(self) -> None:
-        """Every size is a positive integer within SIZE_LIMITS (optional ones may be None)."""
-        for name, limit in SIZE_LIMITS.items():
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_SIZES:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
-            if value > limit:
-                raise ConfigError(f"config.{name}={value} exceeds gptkit's sanity limit of {limit:,}")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
