@@ -15,14 +15,17 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
-    """gptkit's cache (checksums of registered files) goes to a temporary directory, never the user's."""
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield Path(os.environ["XDG_CACHE_HOME"])
+    """gptkit's cache (checksums of registered files) goes to a temporary directory, never the user's.
+
+    GPTKIT_CACHE_DIR, not XDG_CACHE_HOME: other libraries (wandb's service socket) live under that too.
+    """
+    old = os.environ.get("GPTKIT_CACHE_DIR")
+    os.environ["GPTKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("gptkit-cache"))
+    yield Path(os.environ["GPTKIT_CACHE_DIR"])
     if old is None:
-        del os.environ["XDG_CACHE_HOME"]
+        del os.environ["GPTKIT_CACHE_DIR"]
     else:
-        os.environ["XDG_CACHE_HOME"] = old
+        os.environ["GPTKIT_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

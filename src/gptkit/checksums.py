@@ -2,8 +2,8 @@
 
 A registered file is hashed the first time it is used; while its size and modification time stay the same,
 later uses trust the remembered result (a stat and a small JSON read). The cache lives in
-``$XDG_CACHE_HOME/gptkit/verified-files.json`` (default ``~/.cache/gptkit/``); when it cannot be written the
-file is simply hashed again next time.
+``$XDG_CACHE_HOME/gptkit/verified-files.json`` (default ``~/.cache/gptkit/``; ``$GPTKIT_CACHE_DIR`` replaces
+the whole directory); when it cannot be written the file is simply hashed again next time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ CHUNK_BYTES = 2**20
 
 
 def cache_dir() -> Path:
-    """gptkit's directory under the user's cache dir (XDG_CACHE_HOME, default ~/.cache)."""
+    """$GPTKIT_CACHE_DIR, else gptkit's directory under the user's cache dir (XDG_CACHE_HOME, ~/.cache)."""
+    if os.environ.get("GPTKIT_CACHE_DIR"):
+        return Path(os.environ["GPTKIT_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "gptkit"
 

@@ -26,6 +26,7 @@ def registered(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     entry = RegistryEntry("test-tiny", "a tiny test model", PACKAGE, "tiny.gguf", checksums.file_sha256(path))
     monkeypatch.setitem(REGISTRY, "test-tiny", entry)
+    monkeypatch.delenv("GPTKIT_CACHE_DIR", raising=False)  # conftest's; this test checks XDG_CACHE_HOME
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return path
 
