@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -53,10 +54,10 @@ def layer_rows(name: str, n: int, k: int, qtype: Q) -> list[str]:
     for m in ROWS:
         x = torch.randn(m, k)
         times = (
-            best_seconds(lambda: weight.matmul(x)),
-            best_seconds(lambda: native.ggml_packed_matmul(x, data, int(qtype), n)),
-            best_seconds(lambda: F.linear(x, dense)),
-            best_seconds(lambda: F.linear(x.bfloat16(), dense_bf16)),
+            best_seconds(partial(weight.matmul, x)),
+            best_seconds(partial(native.ggml_packed_matmul, x, data, int(qtype), n)),
+            best_seconds(partial(F.linear, x, dense)),
+            best_seconds(partial(F.linear, x.bfloat16(), dense_bf16)),
         )
         cells = " | ".join(f"{t * 1e6:.0f}" for t in times)
         rows.append(f"| {name if m == ROWS[0] else ''} | {m} | {cells} | {times[2] / times[0]:.1f}x |")
@@ -68,9 +69,16 @@ def attention_rows() -> list[str]:
     for length in (128, 512, 2048):
         q, k, v = torch.randn(1, 9, 64), torch.randn(1, 3, length, 64), torch.randn(1, 3, length, 64)
         visible = torch.ones(1, length, dtype=torch.bool)
-        ours = best_seconds(lambda: native.decode_attention(q, k, v, visible, 0.125))
+        ours = best_seconds(partial(native.decode_attention, q, k, v, visible, 0.125))
         sdpa = best_seconds(
-            lambda: F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=visible[:, None, None], enable_gqa=True)
+            partial(
+                F.scaled_dot_product_attention,
+                q[:, :, None],
+                k,
+                v,
+                attn_mask=visible[:, None, None],
+                enable_gqa=True,
+            )
         )
         rows.append(f"| {length} | {ours * 1e6:.0f} | {sdpa * 1e6:.0f} | {sdpa / ours:.1f}x |")
     return rows
@@ -86,7 +94,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for layer in LAYERS:
         print("\n".join(layer_rows(*layer)))
-    print("\n| decode attention, 9 query / 3 kv heads, head_dim 64: cached tokens | native | SDPA | speed-up |")
+    print(
+        "\n| decode attention, 9 query / 3 kv heads, head_dim 64: cached tokens | native | SDPA | speed-up |"
+    )
     print("|---:|---:|---:|---:|")
     print("\n".join(attention_rows()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,21 @@ import torch
 from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """gptkit's cache (checksums of registered files) goes to a temporary directory, never the user's.
+
+    GPTKIT_CACHE_DIR, not XDG_CACHE_HOME: other libraries (wandb's service socket) live under that too.
+    """
+    old = os.environ.get("GPTKIT_CACHE_DIR")
+    os.environ["GPTKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("gptkit-cache"))
+    yield Path(os.environ["GPTKIT_CACHE_DIR"])
+    if old is None:
+        del os.environ["GPTKIT_CACHE_DIR"]
+    else:
+        os.environ["GPTKIT_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

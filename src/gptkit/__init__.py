@@ -3,6 +3,7 @@
 from gptkit._lazy import lazy_getattr
 from gptkit.config import GPT4Config, preset
 from gptkit.errors import (
+    ChecksumError,
     ConfigError,
     ContextLengthError,
     GenerationError,
@@ -22,6 +23,7 @@ __all__ = [
     "pipeline",
     "preset",
     "GPTKitError",
+    "ChecksumError",
     "ConfigError",
     "ContextLengthError",
     "GenerationError",

@@ -36,6 +36,26 @@ class MLP(str, enum.Enum):
 
 
 ROPE_SCALING_TYPES = ("linear", "llama3")
+# Sanity limits, checked before anything is allocated: far above every released model, far below what
+# would overflow a size computation (a corrupt or hostile config.json / GGUF header fails here, typed).
+SIZE_LIMITS = {
+    "vocab_size": 2**22, "n_layer": 2**10, "n_head": 2**10, "n_kv_head": 2**10, "n_embd": 2**16,
+    "head_dim": 2**12, "intermediate_size": 2**18, "context_length": 2**24, "sliding_window": 2**24,
+}  # fmt: skip
+MAX_PARAMETERS = 2**40  # about 1.1 trillion
+OPTIONAL_SIZES = frozenset({"n_kv_head", "head_dim", "intermediate_size", "sliding_window"})
+
+
+def check_sizes(sizes: dict[str, Any]) -> None:
+    """ConfigError unless every size given is a positive integer within SIZE_LIMITS (optional ones may be
+    None); called by loaders on the raw values too, before anything computes with them."""
+    for name, value in sizes.items():
+        if name not in SIZE_LIMITS or (value is None and name in OPTIONAL_SIZES):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+        if value > SIZE_LIMITS[name]:
+            raise ConfigError(f"config.{name}={value} exceeds gptkit's sanity limit of {SIZE_LIMITS[name]:,}")
 
 
 @dataclass(frozen=True)
@@ -79,10 +99,7 @@ class GPT4Config:
         self._validate()
 
     def _validate(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "context_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+        check_sizes({name: getattr(self, name) for name in SIZE_LIMITS})
         if self.head_dim is None and self.n_embd % self.n_head:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_head % self.kv_heads:
@@ -97,6 +114,11 @@ class GPT4Config:
                 )
         if self.gelu_approximate not in ("tanh", "none"):
             raise ConfigError(f"gelu_approximate must be 'tanh' or 'none', got {self.gelu_approximate!r}")
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ConfigError(
+                f"the config describes {self.num_parameters():,} parameters, more than gptkit's sanity limit "
+                f"of {MAX_PARAMETERS:,}"
+            )
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property

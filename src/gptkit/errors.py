@@ -17,6 +17,10 @@ class WeightsError(GPTKitError, ValueError):
     """A weights file is corrupt, truncated, or disagrees with the config."""
 
 
+class ChecksumError(WeightsError):
+    """A registered model file does not have the sha256 the registry records (damaged or replaced)."""
+
+
 class UnsupportedTensorTypeError(WeightsError):
     """A GGUF tensor uses a quantization type gptkit cannot read."""
 

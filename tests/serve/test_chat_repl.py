@@ -197,8 +197,8 @@ def test_the_repl_streams_greedy_answers_with_history_and_reset(engine):
 
 
 def test_bad_arguments_exit_non_zero_with_one_line_before_the_model_loads(capsys):
-    assert main(["chat", "--temperature", "-1"]) == 1
-    assert main(["chat", "--max-tokens", "0"]) == 1
+    assert main(["chat", "--temperature", "-1"]) == 2  # usage errors (exit status 2)
+    assert main(["chat", "--max-tokens", "0"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and all(line.startswith("gptkit chat: error: ") for line in lines)
     assert "temperature" in lines[0] and "--max-tokens" in lines[1]

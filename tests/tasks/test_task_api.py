@@ -31,6 +31,39 @@ def test_aliases_and_a_loaded_model_needs_its_tokenizer(smollm2):
         pipeline("summarization", smollm2[0])
 
 
+def test_pipelines_reuse_a_model_loaded_by_name(monkeypatch, smollm2):
+    """Models (and tokenizers) given by name load once per (file, dtype, quantize); other keys load anew."""
+    from gptkit import GPT4LMHeadModel, GPT4Tokenizer
+    from gptkit.tasks import clear_model_cache
+
+    loads = []
+
+    def fake_model(name, **kwargs):
+        loads.append(("model", name, kwargs.get("dtype"), kwargs.get("quantize")))
+        return smollm2[0]
+
+    def fake_tokenizer(name, **kwargs):
+        loads.append(("tokenizer", name))
+        return smollm2[1]
+
+    monkeypatch.setattr(GPT4LMHeadModel, "from_pretrained", fake_model)
+    monkeypatch.setattr(GPT4Tokenizer, "from_pretrained", fake_tokenizer)
+    clear_model_cache()
+    first = pipeline("sentiment-analysis", "smollm2-135m-instruct")
+    second = pipeline("summarization", "smollm2")  # an alias of the same file
+    assert second.model is first.model and second.tokenizer is first.tokenizer
+    assert loads == [("model", "smollm2-135m-instruct", None, None), ("tokenizer", "smollm2-135m-instruct")]
+    pipeline("summarization", "smollm2", dtype="bf16")
+    pipeline("summarization", "smollm2", dtype="bfloat16")  # the same dtype by another name
+    assert [entry[2] for entry in loads if entry[0] == "model"] == [None, "bf16"]
+    clear_model_cache()
+    pipeline("summarization")
+    assert len([entry for entry in loads if entry[0] == "model"]) == 3
+    with pytest.raises(TaskError, match="not to a loaded model"):
+        pipeline("summarization", *smollm2, dtype="bfloat16")
+    clear_model_cache()
+
+
 @pytest.mark.slow
 def test_cli_sentiment_table_and_json(capsys):
     assert (

@@ -7,6 +7,7 @@ import pytest
 
 from gptkit import ContextLengthError, pipeline
 from gptkit.tasks import TaskError
+from gptkit.tasks.summarization import limit_words
 
 ARTICLE = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named "
@@ -57,7 +58,22 @@ def test_summarization_respects_max_words(smollm2):
     prompt = summarizer.render_for(ARTICLE, max_words=15)
     assert "<|im_start|>user\nSummarize the following text in at most 15 words." in prompt
     summary = summarizer(ARTICLE, max_words=15)[0]["summary_text"]
-    assert summary and len(summary.split()) <= 15
+    assert summary and len(summary.split()) <= 15 and summary.endswith((".", "!", "?", "…"))
+
+
+@pytest.mark.parametrize(
+    ("text", "max_words", "expected"),
+    [
+        ("The cat sat. The dog ran far away today.", 5, "The cat sat."),  # was cut to "The cat sat. The dog"
+        ("The cat sat. The dog ran far away today.", 9, "The cat sat. The dog ran far away today."),
+        ("The cat sat. The dog ran", 20, "The cat sat."),  # an unfinished last sentence goes
+        ('He said "hi." Then he left.', 4, 'He said "hi."'),
+        ("One two three four five six seven, eight nine.", 6, "One two three four five six…"),
+        ("No sentence end here", 10, "No sentence end here"),
+    ],
+)
+def test_summaries_end_at_a_sentence_boundary_within_max_words(text, max_words, expected):
+    assert limit_words(text, max_words) == expected
 
 
 def test_a_base_model_gets_few_shot_translation_prompts(smollm2, base_tokenizer):

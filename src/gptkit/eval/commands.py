@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gptkit.cli import DTYPE_HELP, dtype_name, fraction, positive_float, positive_int
 from gptkit.registry import DEFAULT_MODEL
 
 SCORING_BATCH_SIZE = 16  # gptkit.eval.loglik.SCORING_BATCH_SIZE, without importing torch for --help
@@ -30,7 +31,7 @@ def _common(
     parser.add_argument(
         "--model", "-m", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
     )
-    parser.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    parser.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
     parser.add_argument("--output", "-o", help="write the result as JSON to this file")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     parser.add_argument(
@@ -112,15 +113,24 @@ def _add_cost(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model", metavar="MODEL_OR_CONFIG", help="model name/path, preset name, or config JSON/YAML"
     )
-    p.add_argument("--tokens", type=float, default=None, help="training tokens D (default 20 N)")
-    p.add_argument("--device-flops", type=float, default=cost.DEFAULT_DEVICE_FLOPS, help="peak FLOP/s")
+    p.add_argument("--tokens", type=positive_float, default=None, help="training tokens D (default 20 N)")
+    p.add_argument(
+        "--device-flops", type=positive_float, default=cost.DEFAULT_DEVICE_FLOPS, help="peak FLOP/s"
+    )
     p.add_argument(
         "--price-per-hour", type=float, default=cost.DEFAULT_PRICE_PER_HOUR, help="USD per device-hour"
     )
-    p.add_argument("--batch-size", type=int, default=1, help="sequences per batch b (activations, KV cache)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length T (default: context length)")
     p.add_argument(
-        "--mfu", type=float, default=cost.DEFAULT_MFU, help="model FLOPs utilisation (default 0.4)"
+        "--batch-size", type=positive_int, default=1, help="sequences per batch b (activations, KV cache)"
+    )
+    p.add_argument(
+        "--seq-len",
+        type=positive_int,
+        default=None,
+        help=f"sequence length T (default: the context length, at most {cost.DEFAULT_SEQ_LEN})",
+    )
+    p.add_argument(
+        "--mfu", type=fraction, default=cost.DEFAULT_MFU, help="model FLOPs utilisation (default 0.4)"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run_cost)

@@ -27,6 +27,10 @@ DEFAULT_DEVICE_FLOPS = 989e12  # NVIDIA H100 SXM, dense BF16 tensor-core peak
 DEFAULT_PRICE_PER_HOUR = 2.5  # USD per GPU-hour, a typical cloud on-demand price for one H100
 DEFAULT_MFU = 0.4
 CHINCHILLA_TOKENS_PER_PARAMETER = 20
+# T when none is given: the context, at most 2048 (GPT-2 trains at 1024, most newer models pretrain at 2048
+# to 4096 before extending the context): a full 8192-token window would quote ~89 GiB of activations per
+# sequence for SmolLM2 (no recomputation), which says more about the window than about training it.
+DEFAULT_SEQ_LEN = 2048
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -42,6 +46,9 @@ class CostReport:
     seq_len: int
     batch_size: int
     tokens: int
+    context_length: int  # the model's trained window (seq_len defaults to min(it, DEFAULT_SEQ_LEN))
+    seq_len_given: bool  # T came from the caller (else the default)
+    tokens_given: bool  # D came from the caller (else 20 N)
     train_flops_per_token: float
     inference_flops_per_token: float
     train_flops: float
@@ -93,15 +100,16 @@ def estimate(
     mfu: float = DEFAULT_MFU,
     price_per_hour: float = DEFAULT_PRICE_PER_HOUR,
 ) -> CostReport:
-    """All the closed-form numbers for ``config`` (T defaults to its context length, D to 20 N)."""
+    """All the closed-form numbers for ``config`` (T defaults to min(context, DEFAULT_SEQ_LEN), D to 20 N)."""
     if not 0 < mfu <= 1 or device_flops <= 0 or price_per_hour < 0 or batch_size < 1:
         raise ValueError("need 0 < mfu <= 1, device_flops > 0, price_per_hour >= 0 and batch_size >= 1")
     n = config.num_parameters()
     embeddings, lookup_only = embedding_parameters(config)
     n_matmul = n - lookup_only
-    seq = seq_len or config.context_length
+    seq = seq_len or min(config.context_length, DEFAULT_SEQ_LEN)
     d_attn = config.n_head * config.dim_per_head
     train_per_token = 6 * n_matmul + 12 * config.n_layer * d_attn * seq
+    tokens_given = tokens is not None
     tokens = tokens if tokens is not None else CHINCHILLA_TOKENS_PER_PARAMETER * n
     return CostReport(
         n_params=n,
@@ -112,6 +120,9 @@ def estimate(
         seq_len=seq,
         batch_size=batch_size,
         tokens=tokens,
+        context_length=config.context_length,
+        seq_len_given=seq_len is not None,
+        tokens_given=tokens_given,
         train_flops_per_token=train_per_token,
         inference_flops_per_token=2 * n_matmul + 4 * config.n_layer * d_attn * seq,
         train_flops=train_per_token * tokens,
@@ -161,7 +172,7 @@ def format_table(report: CostReport) -> str:
         ("parameters N (total)", _count(r.n_params), "tied embeddings counted once"),
         ("  non-embedding", _count(r.n_params_non_embedding), "N minus token/position tables (Kaplan)"),
         ("  in matmuls (N_f)", _count(r.n_params_matmul), "N minus lookup-only tables"),
-        ("sequence length T / batch b", f"{r.seq_len} / {r.batch_size}", ""),
+        ("sequence length T / batch b", f"{r.seq_len} / {r.batch_size}", _seq_len_note(r)),
         (
             "train FLOPs / token",
             _sci(r.train_flops_per_token),
@@ -177,7 +188,11 @@ def format_table(report: CostReport) -> str:
         ("training state (mixed)", _bytes(r.training_state_bytes), "2N bf16 w + 2N bf16 g + 12N = 16 N"),
         ("activations", _bytes(r.activations_bytes), "L (34 s b h + 5 a s^2 b), 16-bit, no recompute"),
         ("KV cache (bf16)", _bytes(r.kv_cache_bytes), "2 L n_kv head_dim T x 2 B x b"),
-        ("training tokens D", _count(r.tokens), "default 20 N (Chinchilla)"),
+        (
+            "training tokens D",
+            _count(r.tokens),
+            "given (--tokens)" if r.tokens_given else "20 N (Chinchilla)",
+        ),
         ("training compute C", _sci(r.train_flops), "(6 N_f + 12 L d_attn T) D"),
         ("device FLOP/s x MFU", f"{_sci(r.device_flops)} x {r.mfu:g}", ""),
         ("training time", _duration(r.train_seconds), "C / (FLOP/s x MFU), one device"),
@@ -185,6 +200,15 @@ def format_table(report: CostReport) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c}".rstrip() for a, b, c in rows)
+
+
+def _seq_len_note(r: CostReport) -> str:
+    """Where T came from."""
+    if r.seq_len_given:
+        return f"given (--seq-len); the model's context is {r.context_length}"
+    if r.seq_len < r.context_length:
+        return f"default min(context {r.context_length}, {DEFAULT_SEQ_LEN}); --seq-len to change"
+    return f"default: the model's context ({r.context_length})"
 
 
 def _count(value: float) -> str:

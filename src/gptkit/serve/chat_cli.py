@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gptkit.cli import COMPILE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP
+from gptkit.cli import COMPILE_HELP, DTYPE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP, dtype_name, positive_int
 from gptkit.errors import ContextLengthError, GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -169,13 +169,15 @@ def _enable_line_editing() -> None:
 
 def _sampling_params(args: argparse.Namespace):
     """SamplingParams from the command line (validated: a bad value fails before the model loads)."""
+    from gptkit.cli import UsageError
     from gptkit.engine import SamplingParams
 
-    if args.max_tokens < 1:
-        raise GPTKitError(f"--max-tokens must be at least 1, got {args.max_tokens}")
-    return SamplingParams(
-        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-    )
+    try:
+        return SamplingParams(
+            max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        )
+    except GPTKitError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -213,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_TOKENS,
         help=f"tokens per answer at most ({DEFAULT_MAX_TOKENS})",
     )
@@ -226,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass (1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same answers")
-    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.set_defaults(func=cmd_chat)

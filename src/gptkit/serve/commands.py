@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from pathlib import Path
 
-from gptkit.cli import COMPILE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP
+from gptkit.cli import (
+    COMPILE_HELP,
+    DTYPE_HELP,
+    QUANTIZE_CHOICES,
+    QUANTIZE_HELP,
+    dtype_name,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from gptkit.errors import GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -29,37 +39,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--served-model-name", help="the model name clients use (default: MODEL as given)")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV})")
     keys.add_argument("--api-key-file", type=Path, help="read the API key from this file")
-    p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
-    p.add_argument("--max-seq-len", type=int, default=None, help="tokens per request slot (default 2048)")
     p.add_argument(
-        "--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="sequences waiting for a slot before 429"
+        "--max-batch-size", type=positive_int, default=16, help="requests decoded together (default 16)"
     )
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request before 408")
+    p.add_argument(
+        "--max-seq-len", type=positive_int, default=None, help="tokens per request slot (default 2048)"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=DEFAULT_MAX_QUEUE,
+        help="sequences waiting for a slot before 429",
+    )
+    p.add_argument(
+        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per request before 408"
+    )
     p.add_argument(
         "--read-timeout",
-        type=float,
+        type=positive_float,
         default=DEFAULT_READ_TIMEOUT_S,
         help=f"seconds to receive a request body before 408 (default {DEFAULT_READ_TIMEOUT_S:g})",
     )
-    p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n per request")
+    p.add_argument("--max-n", type=positive_int, default=defaults.max_n, help="largest n per request")
     p.add_argument(
         "--max-choices",
-        type=int,
+        type=positive_int,
         default=defaults.max_choices,
         help=f"largest prompts x n (sequences) per request (default {defaults.max_choices})",
     )
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=positive_int,
         default=None,
         help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
     )
-    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -71,13 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gptkit.serve.limits import Limits
     from gptkit.serve.server import run
 
-    for name in ("port", "max_batch_size", "max_queue", "max_n", "max_choices"):
-        if getattr(args, name) < (0 if name == "port" else 1):
-            raise GPTKitError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("timeout", "read_timeout", "max_tokens"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise GPTKitError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_address(args.host, args.port)  # before the model loads
     run(
         args.model,
         host=args.host,
@@ -100,6 +113,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """GPTKitError (exit 1) unless the server could listen on host:port now: a name that does not resolve
+    or an address in use is reported in one line before the model loads, not as uvicorn's traceback."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise GPTKitError(f"cannot listen on {host}:{port}: the host does not resolve ({exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise GPTKitError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def _api_key(args: argparse.Namespace) -> str | None:

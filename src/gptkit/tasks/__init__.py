@@ -10,6 +10,7 @@ _EXPORTS = {
     "ALIASES": "gptkit.tasks.factory",
     "TASKS": "gptkit.tasks.factory",
     "pipeline": "gptkit.tasks.factory",
+    "clear_model_cache": "gptkit.tasks.factory",
     "TEMPLATES": "gptkit.tasks.prompts",
     "PromptTemplate": "gptkit.tasks.prompts",
     "QuestionAnsweringPipeline": "gptkit.tasks.question_answering",

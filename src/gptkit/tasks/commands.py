@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from gptkit.cli import Parser, positive_int
 from gptkit.registry import DEFAULT_MODEL
+
+FILE_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".csv", ".tsv")
+FILE_NAME = re.compile(r"\S+(" + "|".join(re.escape(s) for s in FILE_SUFFIXES) + ")", re.IGNORECASE)
 
 
 def cmd_task(args: argparse.Namespace) -> int:
@@ -33,10 +38,18 @@ def cmd_task(args: argparse.Namespace) -> int:
 
 
 def read_text(value: str) -> str:
-    """The text itself, or the contents of the file it names."""
+    """The contents of the file an argument names, or the argument itself as text. An argument that looks
+    like a file name (no spaces, a FILE_SUFFIXES ending) but names no file is an error, not text."""
+    from gptkit.tasks.base import TaskError
+
     path = Path(value)
     if len(value) < 4096 and "\n" not in value and path.is_file():
         return path.read_text()
+    if FILE_NAME.fullmatch(value):
+        raise TaskError(
+            f"no such file: {value} (an argument ending in {', '.join(FILE_SUFFIXES)} is read as a file; "
+            "pipe such a text on stdin instead)"
+        )
     return value
 
 
@@ -83,7 +96,7 @@ def format_cell(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-class IntermixedParser(argparse.ArgumentParser):
+class IntermixedParser(Parser):
     """Accepts options before, between and after the positional texts (``--json "text"`` and ``"text" --json``)."""
 
     _intermixing = False
@@ -112,12 +125,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--context", "-c", help="question-answering: the context (omit for closed-book)")
     p.add_argument("--src", help="translation: source language (default English)")
     p.add_argument("--tgt", help="translation: target language, e.g. French")
-    p.add_argument("--max-words", type=int, help="summarization: at most this many words")
+    p.add_argument("--max-words", type=positive_int, help="summarization: at most this many words")
     p.add_argument("--labels", nargs="+", help="classification: label names (default POSITIVE NEGATIVE)")
     p.add_argument("--all-labels", action="store_true", help="classification: print every label's score")
     p.add_argument("--calibrate", action="store_true", help="classification: contextual calibration")
     p.add_argument("--prompt", help="override the prompt template (str.format fields such as {text})")
-    p.add_argument("--max-new-tokens", "-n", type=int, help="generation tasks: new-token limit")
+    p.add_argument("--max-new-tokens", "-n", type=positive_int, help="generation tasks: new-token limit")
     p.add_argument("--sample", action="store_true", help="generation tasks: sample instead of greedy")
     p.add_argument("--temperature", "-t", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="random seed for sampling")

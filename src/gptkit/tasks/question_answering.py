@@ -1,14 +1,17 @@
-"""Question answering: extractive over a context (candidate spans scored by log-likelihood), or closed-book."""
+"""Question answering: extractive over a context (decoding constrained to candidate spans), or closed-book."""
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
-from gptkit.tasks.base import Pipeline, TaskError, example_dicts, require_text, softmax
+import torch
+
+from gptkit.tasks.base import Pipeline, TaskError, example_dicts, require_text
 
 WORD = re.compile(r"\w+(?:[-'’.,]\w+)*")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -18,7 +21,7 @@ when where why how do does did has have had will would can could should may migh
 about into over under also very"""
 STOPWORDS = frozenset(FUNCTION_WORDS.split())
 MAX_ANSWER_WORDS = 6
-MAX_CANDIDATES = 16
+MAX_EXPANSIONS = 48  # model forwards of the exact answer search before it turns greedy
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class QuestionAnsweringPipeline(Pipeline):
 
     task = "question-answering"
     template_key = "question-answering"
-    options = frozenset({"question", "context", "max_answer_words", "max_candidates"})
+    options = frozenset({"question", "context", "max_answer_words"})
     single_unwrapped = True  # like transformers: one question gives one dict
 
     def _inputs(self, inputs: Any, opts: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -62,40 +65,43 @@ class QuestionAnsweringPipeline(Pipeline):
         return [self._extractive(i, opts) if i["context"] else self._closed_book(i, opts) for i in items]
 
     def _extractive(self, item: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
-        """The model answers freely; the answer is the longest context span inside that reply, scored by
-        its probability there. When the reply quotes none, the likeliest of the closest spans is chosen."""
+        """The likeliest complete answer among the candidate spans (each followed by the end of the answer,
+        with or without a full stop), found by best-first search over their tokens."""
         chat, template = self.uses_chat(opts), self.template(opts)
-        prompt = self._prompt(item, opts)
+        prompt = self.encode(self._prompt(item, opts), chat)
         spans = candidate_spans(
             item["context"], item["question"], opts.get("max_answer_words", MAX_ANSWER_WORDS)
         )
-        reply = self.continuation(template, self._reply(prompt, template, chat), chat)
-        quoted = [(s, at) for s in spans if (at := find_words(reply, s.text)) >= 0]
-        if quoted:
-            span, at = max(quoted, key=lambda q: (len(q[0].text.split()), -q[0].start))
-            return self._quoted(prompt, reply, span, at, chat)
-        return self._likeliest(prompt, template, spans, reply, chat, opts)
+        answers: dict[tuple[int, ...], Span] = {}  # a span's tokens, then the end of the answer -> the span
+        for span in spans:
+            for text in (span.text, span.text + "."):
+                closed = self.continuation(template, text, chat, closed=True)
+                answers.setdefault(tuple(self.encode(closed, chat, prompt=False)), span)
+        self.check_fits(prompt, max(map(len, answers)))
+        path, shares = self._likeliest_answer(prompt, answers)
+        span = answers[path]
+        span_tokens = self.encode(self.continuation(template, span.text, chat), chat, prompt=False)
+        return span_result(span, math.prod(shares[: common_prefix(path, span_tokens)]))
 
-    def _reply(self, prompt: str, template, chat: bool) -> str:
-        """The model's own short answer (greedy)."""
-        return self.generate([prompt], chat, () if chat else template.stop, max_new_tokens=32)[0].strip()
-
-    def _quoted(self, prompt: str, reply: str, span: Span, at: int, chat: bool) -> dict[str, Any]:
-        """A span found in the reply; score = its geometric-mean token probability after the reply's start."""
-        before = reply[:at].rstrip()
-        result = self.score([(prompt + before, reply[len(before) : at + len(span.text)])], chat)[0]
-        return span_result(span, math.exp(result.logprob / result.n_tokens))
-
-    def _likeliest(self, prompt, template, spans, reply, chat, opts) -> dict[str, Any]:
-        """The most likely complete answer among the spans closest to the reply; score = softmax share."""
-        spans = sorted(spans, key=lambda s: (-overlap(s.text, reply), len(s.text)))
-        spans = spans[: opts.get("max_candidates", MAX_CANDIDATES)]
-        pairs = [(prompt, self.continuation(template, s.text, chat, closed=True)) for s in spans]
-        scores = softmax(
-            [r.logprob for r in self.score(pairs, chat, opts.get("batch_size", SCORING_BATCH_SIZE))]
-        )
-        best = max(range(len(spans)), key=scores.__getitem__)
-        return span_result(spans[best], scores[best])
+    @torch.inference_mode()
+    def _likeliest_answer(self, prompt: list[int], answers: Collection[tuple[int, ...]]):
+        """(the answer of highest log-likelihood, the share of each of its tokens among the tokens that
+        could follow its prefix): best-first search, exact within MAX_EXPANSIONS forwards, then greedy."""
+        heap: list[tuple[float, tuple[int, ...], tuple[float, ...]]] = [(0.0, (), ())]
+        expansions = 0
+        while True:
+            cost, path, shares = heapq.heappop(heap)
+            if path in answers:
+                return path, shares
+            allowed = sorted({a[len(path)] for a in answers if len(a) > len(path) and a[: len(path)] == path})
+            ids = torch.tensor([prompt + list(path)], device=self.model.device)
+            logprobs = self.model(ids, logits_to_keep=1).logits[0, -1].float().log_softmax(-1)[allowed]
+            share = logprobs.softmax(-1).tolist()
+            expansions += 1
+            children = range(len(allowed)) if expansions < MAX_EXPANSIONS else [int(logprobs.argmax())]
+            for i in children:
+                step = (cost - float(logprobs[i]), (*path, allowed[i]), (*shares, share[i]))
+                heapq.heappush(heap, step)
 
     def _closed_book(self, item: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
         """A generated answer; score = its geometric-mean token probability."""
@@ -138,10 +144,10 @@ def span_result(span: Span, score: float) -> dict[str, Any]:
     return {"answer": span.text, "score": score, "start": span.start, "end": span.end}
 
 
-def find_words(text: str, phrase: str) -> int:
-    """Where phrase occurs in text as whole words, ignoring case (-1 when it does not)."""
-    match = re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE)
-    return match.start() if match else -1
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items a and b share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def candidate_spans(context: str, question: str, max_words: int = MAX_ANSWER_WORDS) -> list[Span]:
@@ -178,10 +184,3 @@ def relevant_sentences(words: list[str], sentence: list[int], asked: set[str]) -
 def plausible(words: list[str], banned: set[str]) -> bool:
     """A span does not start or end with a function word nor contain a word of the question."""
     return words[0] not in STOPWORDS and words[-1] not in STOPWORDS and not banned.intersection(words)
-
-
-def overlap(text: str, guess: str) -> float:
-    """Word-overlap F1 between a span and a generated answer."""
-    a, b = text.lower().split(), guess.lower().split()
-    common = sum(min(a.count(w), b.count(w)) for w in set(a))
-    return 0.0 if not common else 2 * common / (len(a) + len(b))

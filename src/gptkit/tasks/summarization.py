@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts
 
 DEFAULT_NEW_TOKENS = 96
 DEFAULT_LENGTH = "in one or two sentences"
+SENTENCE_ENDS = (".", "!", "?", '."', '!"', '?"', ".)", "…")
+SENTENCE = re.compile(r".+?(?:[.!?…]+[\"')\]]*(?=\s|$)|$)", re.DOTALL)  # a sentence with its end, or the rest
 
 
 class SummarizationPipeline(Pipeline):
@@ -62,15 +65,19 @@ def positive_or_none(value: Any, name: str) -> int | None:
 
 
 def limit_words(text: str, max_words: int | None) -> str:
-    """The text cut to max_words words (at the last sentence end inside the limit when there is one)."""
-    words = text.split()
-    if max_words is None or len(words) <= max_words:
+    """The whole sentences of ``text`` that fit in ``max_words`` words (an unfinished last sentence is
+    dropped); when even the first sentence is longer, its first ``max_words`` words and "…"."""
+    if max_words is None:
         return text
-    cut = " ".join(words[:max_words])
-    end = max(
-        cut.rfind(". "),
-        cut.rfind("! "),
-        cut.rfind("? "),
-        -1 if not cut.endswith((".", "!", "?")) else len(cut) - 1,
-    )
-    return cut[: end + 1] if end > len(cut) // 2 else cut
+    sentences = [m.group().strip() for m in SENTENCE.finditer(text)]
+    kept: list[str] = []
+    for sentence in sentences:
+        if len(" ".join([*kept, sentence]).split()) > max_words or not sentence.endswith(SENTENCE_ENDS):
+            break
+        kept.append(sentence)
+    if kept:
+        return " ".join(kept)
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    return " ".join(words[:max_words]).rstrip(",;:-–— ") + "…"

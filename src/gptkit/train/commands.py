@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 from gptkit.errors import ConfigError
 
+FINETUNE_ROOT = "out"  # `gptkit finetune` writes to out/finetune-NAME unless --out_dir says otherwise
 OVERRIDES_HELP = "TrainConfig overrides: --key=value (e.g. --max_iters=100 --lr=3e-4 --resume)"
 
 
@@ -27,8 +30,28 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     overrides, export_to = _pop_option(args.overrides, "--export")
     overrides, config_path = _pop_option(overrides, "--config")
     values = {"init_from": args.model, "sft_data": args.data, **parse_overrides(overrides)}
-    result = finetune(load_config(config_path, values))
+    config = load_config(config_path, values)
+    if "out_dir" not in values and not _yaml_sets(config_path, "out_dir"):
+        config = dataclasses.replace(config, out_dir=default_finetune_dir(args.model))
+    result = finetune(config)
     return _maybe_export(result, export_to)
+
+
+def _yaml_sets(path: str | None, key: str) -> bool:
+    """Whether the YAML config file (if any) sets ``key``."""
+    if path is None:
+        return False
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    return isinstance(data, dict) and key in data
+
+
+def default_finetune_dir(model: str) -> str:
+    """``out/finetune-NAME`` (NAME: the registered name, or the model file's / directory's name)."""
+    from gptkit.registry import resolve
+
+    return str(Path(FINETUNE_ROOT) / f"finetune-{resolve(model).name}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from gptkit.train import checkpoint as ckpt
 from gptkit.train import distributed as dist_
 from gptkit.train.config import TrainConfig
 from gptkit.train.data import BatchSource, PretrainBatches, label_kind
-from gptkit.train.metrics import MetricsLogger, bits_per_byte, flops_per_token, measured_peak_flops
+from gptkit.train.metrics import MetricsLogger, batch_flops, bits_per_byte, measured_peak_flops
 from gptkit.train.optim import lr_at, make_optimizer, set_lr
 
 
@@ -100,8 +100,7 @@ class Trainer:
             dist_.load_full_state(self.model, self.optimizer, resumed.model, resumed.optimizer)
         self.forward = CompiledForward(self.wrapped, config.compile, label_kind(self.source))
         self.autocast_dtype = torch.bfloat16 if config.dtype == "bfloat16" else None
-        self.tokens_per_step = config.batch_size * config.grad_accum * d.world_size * self.block_size
-        self.flops_per_token = flops_per_token(self.model_config, self.block_size)
+        self.step_tokens, self.step_flops = 0, 0.0  # real (unpadded) work of the last step, all ranks
 
     # ---- setup ------------------------------------------------------------------------------------
     def _pretrain_source(self) -> PretrainBatches:
@@ -130,6 +129,8 @@ class Trainer:
         c, main = self.config, self.d.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if c.progress:
+                print(f"writing checkpoints and metrics to {self.out_dir}/", flush=True)
         dist_.barrier(self.d)
         logger = (
             MetricsLogger(self.out_dir, c.tensorboard, c.wandb_project if c.wandb else None, c.to_dict())
@@ -144,7 +145,7 @@ class Trainer:
         result = TrainResult(self.out_dir, self.step, self.step, [], best_val_loss=self.best_val_loss)
         bar = tqdm(total=c.max_iters, initial=self.step, disable=not (main and c.progress), desc="train")
         start = window_start = time.perf_counter()
-        window_tokens = 0
+        window_tokens, window_flops, total_flops = 0, 0.0, 0.0
         try:
             while self.step < c.max_iters:
                 lr = lr_at(self.step, c)
@@ -155,8 +156,11 @@ class Trainer:
                 self.step += 1
                 self._check_finite(loss, lr)
                 result.losses.append(loss)
-                self.tokens_seen += self.tokens_per_step
-                window_tokens += self.tokens_per_step
+                self.tokens_seen += self.step_tokens
+                window_tokens += self.step_tokens
+                window_flops += self.step_flops
+                total_flops += self.step_flops
+                result.tokens += self.step_tokens
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 row: dict[str, Any] = {}
@@ -165,11 +169,11 @@ class Trainer:
                 if self._due(c.log_interval) or row:
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
-                    mfu = self.flops_per_token * tps / (peak * self.d.world_size) if peak else None
+                    mfu = window_flops / max(elapsed, 1e-9) / (peak * self.d.world_size) if peak else None
                     row.update(
                         step=self.step, loss=loss, lr=lr, tokens_per_s=tps, mfu=mfu, tokens=self.tokens_seen
                     )
-                    window_start, window_tokens = time.perf_counter(), 0
+                    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
                     if logger is not None:
                         logger.log(row)
                 if c.sample_interval and self._due(c.sample_interval):
@@ -184,9 +188,8 @@ class Trainer:
                     result.plot = logger.plot(self.out_dir / "loss.png")
                 logger.close()
         result.final_step, result.best_val_loss = self.step, self.best_val_loss
-        result.tokens = len(result.losses) * self.tokens_per_step
         result.tokens_per_s = result.tokens / max(result.wall_time, 1e-9)
-        result.mfu = self.flops_per_token * result.tokens_per_s / (peak * self.d.world_size) if peak else None
+        result.mfu = total_flops / max(result.wall_time, 1e-9) / (peak * self.d.world_size) if peak else None
         result.model = self.model
         if main and c.progress:
             print(summary(result))
@@ -199,10 +202,17 @@ class Trainer:
         """One optimizer step over grad_accum micro-batches; returns the mean loss over all ranks."""
         c = self.config
         total = torch.zeros((), device=self.d.device)
+        work = torch.zeros(2, dtype=torch.float64, device=self.d.device)  # real tokens, their FLOPs
         for micro in range(c.grad_accum):
             input_ids, labels = (
                 t.to(self.d.device, non_blocking=True) for t in self.source.next_batch()
             )  # (B, T)
+            lengths = getattr(self.source, "last_lengths", None) or [input_ids.shape[1]] * input_ids.shape[0]
+            work += torch.tensor(
+                [sum(lengths), batch_flops(self.model_config, lengths)],
+                dtype=torch.float64,
+                device=work.device,
+            )
             with dist_.no_sync(self.wrapped, micro == c.grad_accum - 1):
                 with self._autocast():
                     loss = self.forward(input_ids, labels)
@@ -212,6 +222,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        work = dist_.mean_across_ranks(work, self.d) * self.d.world_size  # summed over ranks
+        self.step_tokens, self.step_flops = int(work[0]), float(work[1])
         return float(dist_.mean_across_ranks(total / c.grad_accum, self.d))
 
     def _autocast(self):

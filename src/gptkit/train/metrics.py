@@ -24,6 +24,12 @@ def flops_per_token(config: GPT4Config, block_size: int) -> float:
     return 6 * n + 12 * config.n_layer * config.n_embd * block_size
 
 
+def batch_flops(config: GPT4Config, lengths: list[int]) -> float:
+    """Training FLOPs of a batch whose rows hold ``lengths`` real tokens: flops_per_token at each row's own
+    length for each of its tokens (padding is not useful work; B rows of T give B T flops_per_token(T))."""
+    return sum(t * flops_per_token(config, t) for t in lengths)
+
+
 _PEAK_CACHE: dict[tuple[str, torch.dtype], float] = {}
 
 

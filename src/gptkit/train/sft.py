@@ -264,6 +264,7 @@ class SFTBatches:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.position = 0  # index into this epoch's order of the next example to serve
+        self.last_lengths: list[int] = []  # real tokens per row of the last batch (the loop counts these)
         self._order = self._epoch_order(0)
 
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -279,7 +280,9 @@ class SFTBatches:
                 self._order = self._epoch_order(self.epoch)
             chosen.append(self.examples[self._order[self.position]])
             self.position += 1
-        return collate(chosen[self.rank :: self.world_size], self.pad_id)
+        rows = chosen[self.rank :: self.world_size]
+        self.last_lengths = [len(e.input_ids) for e in rows]
+        return collate(rows, self.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position in the stream (plus sizes, checked on load)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from gptkit.config import GPT4Config
+from gptkit.config import GPT4Config, check_sizes
 from gptkit.errors import ConfigError
 
 # Switches that the metadata does not spell out: what each GGUF architecture *is*.
@@ -47,6 +47,7 @@ def config_from_gguf(metadata: dict[str, Any], tensor_names: Collection[str] | N
     arch = gguf_architecture(metadata)
     key = _reader(metadata, arch)
     n_embd, n_head = key("embedding_length"), key("attention.head_count")
+    check_sizes({"n_embd": n_embd, "n_head": n_head, "head_dim": key("attention.key_length", None)})
     head_dim = key("attention.key_length", None) or _divide(n_embd, n_head)
     fields = dict(
         vocab_size=key("vocab_size", None) or _vocab_from_tokens(metadata, arch),

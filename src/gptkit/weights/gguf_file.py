@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gptkit.errors import WeightsError
+from gptkit.weights.gguf_config import ARCHITECTURES
 
 GGUF_MAGIC = b"GGUF"
 
@@ -33,6 +35,8 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _NUMPY_SCALARS = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8",
                   11: "<i8", 12: "<f8"}  # fmt: skip
 _STRING, _ARRAY = 8, 9
+METADATA_NAMESPACES = frozenset({"general", "tokenizer", "split", *ARCHITECTURES})
+TENSOR_NAME = re.compile(r"(blk\.\d+\.)?\w+\.(weight|bias)")
 
 
 @dataclass(frozen=True)
@@ -167,13 +171,8 @@ def _parse_header(cur: _Cursor) -> GGUFHeader:
     n_kv = cur.scalar("<Q", "metadata count")
     if n_tensors > cur.size or n_kv > cur.size:
         raise cur.fail(f"implausible counts ({n_tensors} tensors, {n_kv} metadata keys)")
-    metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = cur.string("metadata key")
-        if key in metadata:
-            raise cur.fail(f"duplicate metadata key {key!r}")
-        metadata[key] = cur.value(cur.scalar("<I", f"value type of {key!r}"), repr(key))
-    entries = [_parse_tensor_info(cur) for _ in range(n_tensors)]
+    metadata = _parse_metadata(cur, n_kv)
+    entries = [_parse_tensor_info(cur, n_kv) for _ in range(n_tensors)]
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
         raise cur.fail(f"general.alignment={alignment!r} is not a power of two")
@@ -184,9 +183,30 @@ def _parse_header(cur: _Cursor) -> GGUFHeader:
     return GGUFHeader(cur.path, version, metadata, tensors, alignment, data_offset, cur.size)
 
 
-def _parse_tensor_info(cur: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
+def _parse_metadata(cur: _Cursor, n_kv: int) -> dict[str, Any]:
+    """The key/value table; a key that is a tensor's name means the header's count is too large."""
+    metadata: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string(f"metadata key {len(metadata) + 1} of {n_kv}")
+        if TENSOR_NAME.fullmatch(key):
+            raise cur.fail(
+                f"metadata key {len(metadata) + 1} of {n_kv} is {key!r}, a tensor name: the header's "
+                f"metadata count ({n_kv}) is larger than the key/value table"
+            )
+        if key in metadata:
+            raise cur.fail(f"duplicate metadata key {key!r}")
+        metadata[key] = cur.value(cur.scalar("<I", f"value type of {key!r}"), repr(key))
+    return metadata
+
+
+def _parse_tensor_info(cur: _Cursor, n_kv: int) -> tuple[str, tuple[int, ...], int, int]:
     """(name, dims, type id, offset relative to the data section) of one tensor-table entry."""
     name = cur.string("tensor name")
+    if name.split(".")[0] in METADATA_NAMESPACES:
+        raise cur.fail(
+            f"a tensor-table entry is named {name!r}, a metadata key: the header's metadata count ({n_kv}) "
+            "is smaller than the key/value table"
+        )
     n_dims = cur.scalar("<I", f"dimension count of tensor {name!r}")
     if not 1 <= n_dims <= GGML_MAX_DIMS:
         raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (1..{GGML_MAX_DIMS} allowed)")

@@ -97,7 +97,16 @@ def _checked_table(header: GGUFHeader) -> list[tuple[TensorInfo, GGMLQuantizatio
                 f" but the file has {header.file_size} bytes"
             )
         table.append((info, qtype, n_bytes))
+    _check_no_overlap(header, table)
     return table
+
+
+def _check_no_overlap(header: GGUFHeader, table: list[tuple[TensorInfo, GGMLQuantizationType, int]]) -> None:
+    """No two tensors' data may share bytes (a corrupt offset often points into another tensor)."""
+    ranges = sorted((info.offset, info.offset + n_bytes, info.name) for info, _, n_bytes in table if n_bytes)
+    for (_, end, name), (start, _, following) in zip(ranges, ranges[1:], strict=False):
+        if start < end:
+            raise WeightsError(f"{header.path}: the data of tensors {name!r} and {following!r} overlap")
 
 
 def _map_file(path: Path) -> mmap.mmap:

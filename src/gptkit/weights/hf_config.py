@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from gptkit.config import MLP, ROPE_SCALING_TYPES, GPT4Config, Norm, Positions
+from gptkit.config import MLP, ROPE_SCALING_TYPES, GPT4Config, Norm, Positions, check_sizes
 from gptkit.errors import ConfigError
 
 GELU_TANH_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all the tanh approximation
@@ -71,6 +71,7 @@ def config_from_hf(hf: dict[str, Any]) -> GPT4Config:
     """The GPT4Config that a Hugging Face ``config.json`` (as a dict) describes; ConfigError if unsupported."""
     dialect = dialect_for(hf)
     fields = _named_fields(hf, dialect)
+    check_sizes(fields)  # before any arithmetic on them
     fields.update(dialect.shape)
     if dialect.learned_positions:
         fields.update(_gpt2_switches(hf))

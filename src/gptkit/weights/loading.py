@@ -242,26 +242,40 @@ def load_config(name_or_path: str | Path):
     return read_hf_config(source.path), source
 
 
-def describe(name_or_path: str | Path) -> dict[str, str]:
-    """A human summary of a model: family, size, quantization, context, tokenizer, file."""
+def check_model(name_or_path: str | Path):
+    """(config, source) after checking the whole model as loading would, without reading tensor data:
+    every tensor's type, shape, byte size and place in the file, no duplicates, none missing or unknown."""
+    source = resolve(name_or_path)
+    config, _, _ = open_weights(source)
+    return config, source
+
+
+def describe(name_or_path: str | Path, *, metadata_only: bool = False) -> dict[str, str]:
+    """A human summary of a model (family, size, quantization, context, tokenizer, file), after checking
+    the whole file (``metadata_only``: only the config / header is read)."""
+    from gptkit.engine.engine import DEFAULT_MAX_SEQ_LEN
     from gptkit.weights.hf_config import family_for
 
-    config, source = load_config(name_or_path)
+    config, source = load_config(name_or_path) if metadata_only else check_model(name_or_path)
     extra = config.extra
     family = extra.get("gguf_architecture") or extra.get("hf_model_type") or family_for(config)
     attention = f"{config.n_head} heads, {config.kv_heads} kv heads, head_dim {config.dim_per_head}"
+    window = min(config.context_length, DEFAULT_MAX_SEQ_LEN)
     return {
         "name": source.name,
         "family": f"{family} ({config.positions.value} positions, {config.norm.value}, {config.mlp.value})",
         "parameters": f"{config.num_parameters() / 1e6:.1f}M",
         "layers": f"{config.n_layer} x width {config.n_embd}, {attention}",
         "quantization": str(extra.get("quantization") or extra.get("hf_dtype") or "float32"),
-        "context length": str(config.context_length),
+        "context length": f"{config.context_length} tokens (what the model was trained on)",
+        "chat/serve window": f"{window} tokens by default (KV-cache slots of at most {DEFAULT_MAX_SEQ_LEN}; "
+        "serve --max-seq-len changes it)",
         "vocabulary": str(config.vocab_size),
         "runs on": runs_on(source),
         "tokenizer": "embedded GGUF vocabulary" if source.kind is SourceKind.GGUF else "tokenizer.json",
         "format": source.kind.value,
         "path": str(source.path),
+        "checked": "metadata only" if metadata_only else "every tensor's type, shape, size and offset",
     }
 
 
