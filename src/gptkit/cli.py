@@ -28,7 +28,10 @@ COMPILE_HELP = (
     "torch.compile the decode step: about a minute and a half to start the first time (seconds once "
     "cached), then ~2x faster decoding; decodes eagerly if compiling fails"
 )
-DTYPE_HELP = "float32 (default) or bfloat16 (float16 is refused: slow and degenerate on CPUs)"
+DTYPE_HELP = (
+    "float32 (with --quantize none or alone: the exact reference path) or bfloat16; default: a quantized "
+    "GGUF runs its blocks on the native kernels, other models bf16 where the CPU has it (float16 is refused)"
+)
 # Modules that add subcommands: each defines `register(subparsers)`. A module not written yet is skipped.
 COMMAND_MODULES = (
     "gptkit.train.commands",  # data prepare, tokenizer train, train, finetune

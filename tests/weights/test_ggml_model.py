@@ -164,7 +164,11 @@ print(json.dumps({"tokens": out.tolist(), "warnings": messages}))
 @pytest.mark.slow
 def test_without_a_compiler_the_torch_path_runs_with_one_warning(tmp_path):
     path = write_tiny_llama(tmp_path / "tiny.gguf", Q.Q4_1)
-    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "GPTKIT_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-such-compiler"),
+        "GPTKIT_KERNELS_DIR": str(tmp_path / "kernels"),
+    }
     run = subprocess.run(
         [sys.executable, "-c", FALLBACK, str(path)], env=env, capture_output=True, text=True, timeout=300
     )

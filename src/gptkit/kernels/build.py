@@ -27,12 +27,13 @@ class BuildError(RuntimeError):
     """The native kernels could not be built (no compiler, or the compiler failed)."""
 
 
-def cache_root() -> Path:
-    """Where built kernels live: $GPTKIT_CACHE, else $XDG_CACHE_HOME/gptkit, else ~/.cache/gptkit."""
-    if os.environ.get("GPTKIT_CACHE"):
-        return Path(os.environ["GPTKIT_CACHE"])
+def kernels_dir() -> Path:
+    """Where built kernels live: $GPTKIT_KERNELS_DIR, else gptkit/kernels under $XDG_CACHE_HOME or ~/.cache
+    (not GPTKIT_CACHE_DIR, which tests point at a fresh directory: the build is the same everywhere)."""
+    if os.environ.get("GPTKIT_KERNELS_DIR"):
+        return Path(os.environ["GPTKIT_KERNELS_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gptkit"
+    return Path(base) / "gptkit" / "kernels"
 
 
 def compiler() -> str:
@@ -69,7 +70,7 @@ def command(cxx: str, output: Path) -> list[str]:
 def built_library() -> Path:
     """The path of the built library, building it first if this torch and these sources have none."""
     cxx = compiler()
-    directory = cache_root() / "kernels" / _fingerprint(cxx)
+    directory = kernels_dir() / _fingerprint(cxx)
     library = directory / LIBRARY_NAME
     if library.exists():
         return library
