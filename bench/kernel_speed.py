@@ -1,6 +1,6 @@
 """Native kernels side by side with torch's dense matmuls on SmolLM2-135M's layer shapes.
 
-    .venv/bin/python bench/kernels.py [--threads 2]
+    .venv/bin/python bench/kernel_speed.py [--threads 2]
 
 Prints µs per call for M activation rows (1: decode; 4-16: the Engine's batched decode; 64-512: prefill):
 the path GGMLWeight takes (packed x16 kernel up to 64 rows, bf16 dense above), the packed kernel alone,
