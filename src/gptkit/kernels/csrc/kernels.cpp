@@ -118,26 +118,6 @@ float* scratch(int64_t n) {
   return buffer.data();
 }
 
-// x (M, K) float32 @ dequantize(w)^T -> (M, N) float32, w (N, row_bytes) ggml blocks of ``ggml_type``.
-at::Tensor ggml_matmul(const at::Tensor& x, const at::Tensor& w, int64_t ggml_type) {
-  const auto t = checked_type(ggml_type);
-  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2, "x must be (M, K) float32");
-  const at::Tensor xc = x.contiguous();
-  const int64_t M = xc.size(0), K = xc.size(1), N = w.size(0);
-  check_weight(w, t, K);
-  at::Tensor y = at::empty({M, N}, xc.options());
-  const float* xp = xc.data_ptr<float>();
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  float* yp = y.data_ptr<float>();
-  const int64_t row_bytes = w.size(1);
-  const auto matmul_rows = kernels().matmul_rows;
-  // a grain of 16 rows: 576 rows split over 2 threads in two parallel chunks, and whole cache lines of y
-  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    matmul_rows(xp, M, K, wp, row_bytes, int(ggml_type), n0, n1, yp, N, scratch(K));
-  });
-  return y;
-}
-
 // dequantize(w) -> (N, K) in float32 or bfloat16.
 at::Tensor ggml_dequantize(const at::Tensor& w, int64_t ggml_type, int64_t K, at::ScalarType dtype) {
   const auto t = checked_type(ggml_type);
@@ -229,72 +209,6 @@ void check_packed(const at::Tensor& packed, int64_t ggml_type, int64_t K, int64_
               "packed weights do not match K=", K, ", N=", N);
 }
 
-// x (M, K) float32 @ W^T -> (M, N) float32, W packed by ggml_pack.
-at::Tensor ggml_packed_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t ggml_type, int64_t N) {
-  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2, "x must be (M, K) float32");
-  const at::Tensor xc = x.contiguous();
-  const int64_t M = xc.size(0), K = xc.size(1), blocks = K / 32;
-  check_packed(packed, ggml_type, K, N);
-  std::vector<int16_t> codes(M * K);
-  std::vector<float> scales(M * blocks);
-  std::vector<int32_t> sums(M * blocks);
-  std::vector<isa_portable::QuantizedRow> rows(M);
-  const float* xp = xc.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    isa_portable::quantize_row(xp + m * K, K, codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks);
-    rows[m] = {codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks};
-  }
-  at::Tensor y = at::empty({M, N}, xc.options());
-  float* yp = y.data_ptr<float>();
-  const uint8_t* wp = packed.data_ptr<uint8_t>();
-  const auto packed_matmul = kernels().packed_matmul;
-  at::parallel_for(0, (N + 15) / 16, 4, [&](int64_t g0, int64_t g1) {
-    packed_matmul(int(ggml_type), wp, K, reinterpret_cast<const void*>(rows.data()), M, g0, g1, yp, N);
-  });
-  return y;
-}
-
-// Rows ``rows`` (int64) of packed weights -> (len(rows), K) in float32 or bfloat16.
-at::Tensor ggml_packed_rows(const at::Tensor& packed, int64_t ggml_type, int64_t K, const at::Tensor& rows,
-                            at::ScalarType dtype) {
-  TORCH_CHECK(rows.dtype() == at::kLong && rows.dim() == 1, "rows must be a 1-D int64 tensor");
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "unpack to float32 or bfloat16");
-  check_packed(packed, ggml_type, K, 0);
-  const at::Tensor index = rows.contiguous();
-  const int64_t n = index.size(0), limit = packed.size(0) * 16;
-  const int64_t* ip = index.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(ip[i] >= 0 && ip[i] < limit, "row ", ip[i], " out of range");
-  at::Tensor out = at::empty({n, K}, packed.options().dtype(dtype));
-  const uint8_t* wp = packed.data_ptr<uint8_t>();
-  void* op = out.data_ptr();
-  const auto unpack = kernels().unpack;
-  const bool bf16 = dtype == at::kBFloat16;
-  at::parallel_for(0, n, 16, [&](int64_t i0, int64_t i1) {
-    unpack(int(ggml_type), wp, K, ip, i0, i1, op, bf16, scratch(K));
-  });
-  return out;
-}
-
-// Row groups [g0, g1) of packed weights dequantized as W^T: (K, 16 (g1 - g0)) in float32 or bfloat16.
-at::Tensor ggml_packed_transposed(const at::Tensor& packed, int64_t ggml_type, int64_t K, int64_t g0, int64_t g1,
-                                  at::ScalarType dtype) {
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "unpack to float32 or bfloat16");
-  check_packed(packed, ggml_type, K, 0);
-  TORCH_CHECK(0 <= g0 && g0 <= g1 && g1 <= packed.size(0), "row groups out of range");
-  const int64_t width = 16 * (g1 - g0);
-  at::Tensor out = at::empty({K, width}, packed.options().dtype(dtype));
-  const uint8_t* wp = packed.data_ptr<uint8_t>();
-  void* op = out.data_ptr();
-  const auto unpack_transposed = kernels().unpack_transposed;
-  const bool bf16 = dtype == at::kBFloat16;
-  at::parallel_for(g0, g1, 4, [&](int64_t a, int64_t b) {
-    unpack_transposed(int(ggml_type), wp, K, a, b, g0, width, op, bf16);
-  });
-  return out;
-}
-
-// ---- one decoder block for decode rows (one new token per row), in one op --------------------------------
-
 // A quantized weight as the block op receives it: the file's blocks (N, row_bytes) or the x16 layout.
 struct WeightRef {
   const uint8_t* data;
@@ -339,6 +253,68 @@ void linear_into(const float* x, int64_t M, const WeightRef& w, const float* bia
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
 }
+
+
+// x (M, K) float32 @ dequantize(w)^T -> (M, N) float32, w (N, row_bytes) ggml blocks of ``ggml_type``.
+at::Tensor ggml_matmul(const at::Tensor& x, const at::Tensor& w, int64_t ggml_type) {
+  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2, "x must be (M, K) float32");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({xc.size(0), w.size(0)}, xc.options());
+  linear_into(xc.data_ptr<float>(), xc.size(0), weight_ref(w, ggml_type, w.size(0), xc.size(1), false), nullptr,
+              y.data_ptr<float>());
+  return y;
+}
+
+// x (M, K) float32 @ W^T -> (M, N) float32, W packed by ggml_pack.
+at::Tensor ggml_packed_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t ggml_type, int64_t N) {
+  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2, "x must be (M, K) float32");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({xc.size(0), N}, xc.options());
+  linear_into(xc.data_ptr<float>(), xc.size(0), weight_ref(packed, ggml_type, N, xc.size(1), true), nullptr,
+              y.data_ptr<float>());
+  return y;
+}
+
+// Rows ``rows`` (int64) of packed weights -> (len(rows), K) in float32 or bfloat16.
+at::Tensor ggml_packed_rows(const at::Tensor& packed, int64_t ggml_type, int64_t K, const at::Tensor& rows,
+                            at::ScalarType dtype) {
+  TORCH_CHECK(rows.dtype() == at::kLong && rows.dim() == 1, "rows must be a 1-D int64 tensor");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "unpack to float32 or bfloat16");
+  check_packed(packed, ggml_type, K, 0);
+  const at::Tensor index = rows.contiguous();
+  const int64_t n = index.size(0), limit = packed.size(0) * 16;
+  const int64_t* ip = index.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) TORCH_CHECK(ip[i] >= 0 && ip[i] < limit, "row ", ip[i], " out of range");
+  at::Tensor out = at::empty({n, K}, packed.options().dtype(dtype));
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  void* op = out.data_ptr();
+  const auto unpack = kernels().unpack;
+  const bool bf16 = dtype == at::kBFloat16;
+  at::parallel_for(0, n, 16, [&](int64_t i0, int64_t i1) {
+    unpack(int(ggml_type), wp, K, ip, i0, i1, op, bf16, scratch(K));
+  });
+  return out;
+}
+
+// Row groups [g0, g1) of packed weights dequantized as W^T: (K, 16 (g1 - g0)) in float32 or bfloat16.
+at::Tensor ggml_packed_transposed(const at::Tensor& packed, int64_t ggml_type, int64_t K, int64_t g0, int64_t g1,
+                                  at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "unpack to float32 or bfloat16");
+  check_packed(packed, ggml_type, K, 0);
+  TORCH_CHECK(0 <= g0 && g0 <= g1 && g1 <= packed.size(0), "row groups out of range");
+  const int64_t width = 16 * (g1 - g0);
+  at::Tensor out = at::empty({K, width}, packed.options().dtype(dtype));
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  void* op = out.data_ptr();
+  const auto unpack_transposed = kernels().unpack_transposed;
+  const bool bf16 = dtype == at::kBFloat16;
+  at::parallel_for(g0, g1, 4, [&](int64_t a, int64_t b) {
+    unpack_transposed(int(ggml_type), wp, K, a, b, g0, width, op, bf16);
+  });
+  return out;
+}
+
+// ---- one decoder block for decode rows (one new token per row), in one op --------------------------------
 
 const float* optional_data(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<float>() : nullptr;
