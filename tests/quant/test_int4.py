@@ -129,6 +129,6 @@ def test_the_cli_offers_every_quantization_scheme():
     from gptkit.cli import QUANTIZE_CHOICES, build_parser
     from gptkit.quant import SCHEMES
 
-    assert QUANTIZE_CHOICES == tuple(SCHEMES)
+    assert QUANTIZE_CHOICES == ("gguf", "none", *SCHEMES)  # the file's blocks, float weights, re-quantized
     args = build_parser().parse_args(["generate", "--quantize", "int4", "hi"])
     assert args.quantize == "int4"

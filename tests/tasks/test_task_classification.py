@@ -38,8 +38,10 @@ def test_scores_are_deterministic_and_batching_equals_one_by_one(classifier):
     batched = classifier(POSITIVE[:2] + NEGATIVE[:1], batch_size=4)
     single = [classifier(text)[0] for text in POSITIVE[:2] + NEGATIVE[:1]]
     assert [r["label"] for r in batched] == [r["label"] for r in single]
-    for a, b in zip(batched, single, strict=True):
-        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    for a, b in zip(
+        batched, single, strict=True
+    ):  # many rows take the bf16 dense matmul, few the int16 kernel
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
     assert classifier(POSITIVE[0]) == classifier(POSITIVE[0])
 
 

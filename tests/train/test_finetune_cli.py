@@ -25,7 +25,7 @@ def test_finetune_with_lora_exports_and_resumes(tmp_path):
             "--batch_size=4", "--lr=1e-2", f"--out_dir={tmp_path / 'out'}", "--eval_interval=10",
             "--checkpoint_interval=10", "--progress=false", "--tensorboard=false", "--dtype=float32"]  # fmt: skip
     assert main([*args, "--max_iters=10", "--export", str(tmp_path / "hf")]) == 0
-    tuned = GPT4LMHeadModel.from_pretrained(tmp_path / "hf")
+    tuned = GPT4LMHeadModel.from_pretrained(tmp_path / "hf", dtype="float32")
     assert (tmp_path / "hf" / "tokenizer.json").is_file()
     ids = torch.tensor([tokenizer.encode("3+1=")])
     assert not torch.allclose(tuned(ids).logits, base.eval()(ids).logits)  # adapters merged into weights

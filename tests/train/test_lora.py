@@ -138,7 +138,7 @@ def test_merged_model_saves_and_loads_back(tmp_path, switches):
     train_steps(model, token_batch(seed=4), steps=5)
     merge_lora(model).eval()
     model.save_pretrained(tmp_path)
-    loaded = GPT4LMHeadModel.from_pretrained(tmp_path)
+    loaded = GPT4LMHeadModel.from_pretrained(tmp_path, dtype="float32")
     ids = token_batch()
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
@@ -152,7 +152,7 @@ def test_tied_embeddings_stay_tied(tmp_path):
     merge_lora(model)
     assert model.lm_head.weight is model.embed.weight
     model.save_pretrained(tmp_path)
-    loaded = GPT4LMHeadModel.from_pretrained(tmp_path)
+    loaded = GPT4LMHeadModel.from_pretrained(tmp_path, dtype="float32")
     assert loaded.lm_head.weight is loaded.embed.weight
     with pytest.raises(ConfigError, match="tied"):
         apply_lora(tiny(tie_word_embeddings=True), targets=("lm_head",))
@@ -213,7 +213,7 @@ PEAK_RSS_SCRIPT = textwrap.dedent(
     from gptkit import GPT4LMHeadModel
     from gptkit.train.lora import apply_lora, lora_parameters
 
-    model = apply_lora(GPT4LMHeadModel.from_pretrained("smollm2-135m-instruct"), rank=8, alpha=16)
+    model = apply_lora(GPT4LMHeadModel.from_pretrained("smollm2-135m-instruct", dtype="float32"), rank=8, alpha=16)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ids = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
@@ -230,6 +230,11 @@ PEAK_RSS_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
+def test_lora_refuses_a_model_that_keeps_gguf_blocks(bundled_gguf):
+    with pytest.raises(ConfigError, match='dtype="float32"'):
+        apply_lora(GPT4LMHeadModel.from_pretrained(bundled_gguf))
+
+
 def test_lora_on_the_bundled_135m_model_is_small_and_fits():
     # A fresh interpreter, so the peak RSS is this workload's alone.
     done = subprocess.run(

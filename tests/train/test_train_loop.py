@@ -65,7 +65,7 @@ def test_export_writes_a_model_from_pretrained_loads(char_data, tmp_path):
     config["model"] = {**config["model"], "bias": True}  # HF GPT-2 has biases
     result = train(config)
     export_checkpoint(tmp_path / "out", tmp_path / "hf")
-    loaded = GPT4LMHeadModel.from_pretrained(tmp_path / "hf")
+    loaded = GPT4LMHeadModel.from_pretrained(tmp_path / "hf", dtype="float32")
     ids = torch.randint(0, 30, (2, 16))
     torch.testing.assert_close(loaded(ids).logits, result.model.eval()(ids).logits, rtol=0, atol=0)
 

@@ -80,6 +80,11 @@ def apply_lora(
 ) -> nn.Module:
     """Swap every targeted nn.Linear for a LoRALinear in place and freeze all other parameters."""
     targets = tuple(targets)
+    if any(hasattr(m, "qweight") for m in model.modules()):
+        raise ConfigError(
+            "LoRA trains float weights, and this model keeps a GGUF file's quantized blocks: "
+            'load it with from_pretrained(..., dtype="float32")'
+        )
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ConfigError("the model already has LoRA layers; merge_lora(model) first")
     chosen = [
