@@ -272,7 +272,12 @@ def main() -> None:
     )
     ids = prompt_ids()
     names = args.only or list(CONFIGS)
-    results = {name: r for name in names if (r := run_isolated(name, args.threads, ids))}
+    results = {}
+    for name in names:
+        result, seconds = timed(lambda name=name: run_isolated(name, args.threads, ids))
+        if result:
+            results[name] = result
+            print(f"  measured {name} in {seconds:.0f} s", flush=True)
     print_table(results)
     print_goals(results)
     print_roofline(results, memory_read_gbs(args.threads), BANDWIDTH_MIB, args.threads)

@@ -34,10 +34,10 @@ def ratio(results: dict[str, dict], row: str, key: str, peer: str, peer_key: str
 
 def print_table(results: dict[str, dict]) -> None:
     """Rows = configurations; ratio columns vs transformers fp32 and llama.cpp."""
-    print(f"{'config':<28}" + "".join(f"{k:>15}" for k in KEYS + AGGREGATE + list(RATIOS)))
+    print(f"{'config':<28}" + "".join(f"{k:>16}" for k in KEYS + AGGREGATE + list(RATIOS)))
     for name, r in results.items():
-        cells = "".join(f"{r.get(k, NAN):>15.2f}" for k in KEYS + AGGREGATE)
-        cells += "".join(f"{ratio(results, name, *spec):>14.2f}x" for spec in RATIOS.values())
+        cells = "".join(_cell(r.get(k, NAN)) for k in KEYS + AGGREGATE)
+        cells += "".join(_cell(ratio(results, name, *spec), "x") for spec in RATIOS.values())
         print(f"{name:<28}{cells}")
     print(f"{DEFAULT}: GPT4LMHeadModel.from_pretrained(name) and Engine(model, tokenizer) with no options")
     print("decode: model.generate after the prompt; 'compiled': the Engine's compiled step (b1, one request)")
@@ -45,6 +45,11 @@ def print_table(results: dict[str, dict]) -> None:
     print("requests, 16-token prompts, including prefill; compile s: Engine.warm_up with compile=True")
     print("peak RSS: VmHWM after load, prefill and the single-stream decode, each row in its own process")
     print("(llama.cpp's never imports torch); engine peak: after the Engine runs too")
+
+
+def _cell(value: float, unit: str = "") -> str:
+    """A 16-wide right-aligned number, or "-" when it was not measured."""
+    return f"{'-' if value != value else f'{value:.2f}{unit}':>16}"  # NaN != NaN
 
 
 def print_goals(results: dict[str, dict]) -> None:
