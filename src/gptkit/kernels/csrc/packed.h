@@ -157,12 +157,17 @@ static void packed_group_vnni(const uint8_t* group, int64_t blocks, const Quanti
     if (P::has_min) m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32)));
     for (int r = 0; r < R; ++r) {
       const int16_t* qx = x[r].q + 32 * b;
-      __m512i dot = _mm512_set1_epi32(-P::offset * x[r].sum[b]);
+      constexpr int CHAINS = R >= 4 ? 1 : 4 / R;  // independent sums hide vpdpwssd's latency at few rows
+      __m512i chain[CHAINS];
+      chain[0] = _mm512_set1_epi32(-P::offset * x[r].sum[b]);
+      for (int i = 1; i < CHAINS; ++i) chain[i] = _mm512_setzero_si512();
       for (int c = 0; c < 16; ++c) {
         int32_t pair;
         std::memcpy(&pair, qx + 2 * c, 4);
-        dot = _mm512_dpwssd_epi32(dot, codes[c], _mm512_set1_epi32(pair));
+        chain[c % CHAINS] = _mm512_dpwssd_epi32(chain[c % CHAINS], codes[c], _mm512_set1_epi32(pair));
       }
+      __m512i dot = chain[0];
+      for (int i = 1; i < CHAINS; ++i) dot = _mm512_add_epi32(dot, chain[i]);
       const float dx = x[r].scale[b];
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx)), acc[r]);
       if (P::has_min) acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * float(x[r].sum[b])), acc[r]);
