@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from decode_report import DEFAULT, LLAMA, print_goals, print_roofline, print_table
 from peak_rss import peak_rss_mib
 
+import gptkit  # noqa: F401  (before torch, as `from gptkit import ...` is: it sets GOMP_SPINCOUNT)
 from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 PROMPT_TOKENS, NEW_TOKENS = 512, 64

@@ -1,6 +1,13 @@
 """gptkit: a readable, fast Generative Pre-trained Transformer stack on PyTorch."""
 
-from gptkit._lazy import lazy_getattr
+import os
+
+# OpenMP threads that sleep between the many short parallel regions of a decode step wake up slower
+# than a small matmul runs: spinning a little longer made SmolLM2's block matmuls 1.5x faster on 2
+# threads (docs/performance.md). Read when torch loads OpenMP, so only if gptkit is imported first.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
+
+from gptkit._lazy import lazy_getattr  # noqa: E402
 from gptkit.config import GPT4Config, preset
 from gptkit.errors import (
     ChecksumError,

@@ -154,8 +154,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const uint8_t* mp = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
   float* op = out.data_ptr<float>();
   const auto attention = kernels().decode_attention_pairs;
-  at::parallel_for(0, B * Hkv, 1, [&](int64_t p0, int64_t p1) {
-    attention(qp, kp, vp, mp, op, H, Hkv, S, S_max, D, float(scale), p0, p1, scratch((H / Hkv) * S));
+  at::parallel_for(0, B * H, 1, [&](int64_t p0, int64_t p1) {
+    attention(qp, kp, vp, mp, op, H, Hkv, S, S_max, D, float(scale), p0, p1, scratch(S));
   });
   return out;
 }
@@ -410,9 +410,8 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
   const auto attention = kernels().decode_attention_pairs;
   const uint8_t* mp = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
   const float scale = float(1.0 / std::sqrt(double(D)));
-  at::parallel_for(0, B * Hkv, 1, [&](int64_t p0, int64_t p1) {
-    attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, p0, p1,
-              scratch((n_head / Hkv) * S));
+  at::parallel_for(0, B * n_head, 1, [&](int64_t p0, int64_t p1) {
+    attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, p0, p1, scratch(S));
   });
   linear_into(attended.data(), B, w_proj, optional_data(proj_b), delta.data());
   for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
