@@ -11,6 +11,8 @@ attention kernel against SDPA. Weights are random blocks made by the `gguf` pack
 from __future__ import annotations
 
 import argparse
+
+import gptkit  # noqa: F401  (before torch: GOMP_SPINCOUNT)
 import math
 import time
 from functools import partial
