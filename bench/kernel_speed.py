@@ -11,8 +11,6 @@ attention kernel against SDPA. Weights are random blocks made by the `gguf` pack
 from __future__ import annotations
 
 import argparse
-
-import gptkit  # noqa: F401  (before torch: GOMP_SPINCOUNT)
 import math
 import time
 from functools import partial
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
+import gptkit  # noqa: F401  (before torch: GOMP_SPINCOUNT)
 from gptkit import kernels
 from gptkit.quant.ggml import GGMLWeight, pack
 from gptkit.weights.gguf_io import StoredRows
