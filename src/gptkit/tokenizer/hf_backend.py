@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from tokenizers import Tokenizer, processors
@@ -47,6 +48,20 @@ def _ids(tokenizer: Tokenizer, text: str) -> list[int]:
     return tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
 
 
+class _SpecialSwitch:
+    """One Tokenizer seen with special-token text parsed (``special=True``) or kept as text, through its
+    ``encode_special_tokens`` switch under a lock shared by both views (threads encode concurrently): a
+    second copy of the tokenizer cost SmolLM2 ~40 MiB of memory."""
+
+    def __init__(self, tokenizer: Tokenizer, lock: threading.Lock, special: bool) -> None:
+        self.tokenizer, self.lock, self.special = tokenizer, lock, special
+
+    def encode_batch_fast(self, texts: list[str], add_special_tokens: bool):
+        with self.lock:
+            self.tokenizer.encode_special_tokens = not self.special
+            return self.tokenizer.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+
+
 class TokenizersBackend(Backend):
     """Byte-level (or any) BPE run by HF `tokenizers`; its special added tokens are the control tokens."""
 
@@ -54,8 +69,9 @@ class TokenizersBackend(Backend):
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
-        self._ordinary = Tokenizer.from_str(tokenizer.to_str())
-        self._ordinary.encode_special_tokens = True  # special-token text stays text
+        lock = threading.Lock()
+        self._parsing = _SpecialSwitch(tokenizer, lock, special=True)  # special-token text -> control ids
+        self._ordinary = _SpecialSwitch(tokenizer, lock, special=False)  # special-token text stays text
         added = tokenizer.get_added_tokens_decoder()
         self._special = {tok.content: token_id for token_id, tok in added.items() if tok.special}
         self._prefix, self._suffix = _affixes(tokenizer)
@@ -68,7 +84,7 @@ class TokenizersBackend(Backend):
         if not allowed_special:
             return _ids(self._ordinary, text)
         if allowed_special.issuperset(self._special):
-            return _ids(self.tokenizer, text)
+            return _ids(self._parsing, text)
         ids: list[int] = []
         for piece, is_special in split_on_special(text, allowed_special):
             ids += [self._special[piece]] if is_special else _ids(self._ordinary, piece)
@@ -100,5 +116,7 @@ class TokenizersBackend(Backend):
 
     def save(self, directory: Path) -> list[Path]:
         path = Path(directory) / "tokenizer.json"
-        self.tokenizer.save(str(path))
+        with self._parsing.lock:  # the saved file parses special tokens, as transformers expects
+            self.tokenizer.encode_special_tokens = False
+            self.tokenizer.save(str(path))
         return [path]
