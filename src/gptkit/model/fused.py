@@ -32,7 +32,7 @@ def fused_decode(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs) -> 
     B = x.shape[0]
     cos, sin = inputs.rotary if inputs.rotary is not None else (_EMPTY, _EMPTY)
     layer = block.attn.layer
-    out = native.decode_block(
+    out = native.decode_block.default(
         x.reshape(B, -1).contiguous(),
         *weights,
         cos.reshape(B, -1).contiguous(),
