@@ -99,7 +99,7 @@ def _bounded_int(text: str, low: int, high: int | None, what: str) -> int:
 
 
 DTYPES = {
-    "auto": "float32",
+    "auto": None,  # the default path (see DTYPE_HELP)
     "float32": "float32",
     "fp32": "float32",
     "bfloat16": "bfloat16",
@@ -107,7 +107,7 @@ DTYPES = {
 }
 
 
-def dtype_name(text: str) -> str:
+def dtype_name(text: str) -> str | None:
     """argparse type: float32 or bfloat16 (and their short names); float16 is refused."""
     if text.lower() in DTYPES:
         return DTYPES[text.lower()]
