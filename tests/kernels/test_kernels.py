@@ -221,3 +221,21 @@ def test_every_instruction_set_gives_the_same_results(isa):
         native.set_isa(best)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)  # fp32 summation order differs
+
+
+def test_fake_kernels_give_the_real_shapes():
+    """torch.compile traces the ops through their fake kernels: each must give the real output's shape."""
+    rng = np.random.default_rng(11)
+    blocks = random_blocks(Q.Q4_1, 40, 64, rng)
+    packed = native.ggml_pack([blocks], NO_ORDER, int(Q.Q4_1), 64)
+    q, cache = torch.randn(2, 4, 16), torch.randn(2, 2, 9, 16)
+    calls = [
+        (native.ggml_matmul, (torch.randn(3, 64), blocks, int(Q.Q4_1))),
+        (native.ggml_dequantize, (blocks, int(Q.Q4_1), 64, torch.bfloat16)),
+        (native.ggml_packed_matmul, (torch.randn(3, 64), packed, int(Q.Q4_1), 40)),
+        (native.ggml_packed_transposed, (packed, int(Q.Q4_1), 64, 1, 3, torch.float32)),
+        (native.ggml_packed_rows, (packed, int(Q.Q4_1), 64, torch.tensor([0, 39]), torch.float32)),
+        (native.decode_attention, (q, cache, cache.clone(), torch.ones(2, 9, dtype=torch.bool), 0.25)),
+    ]
+    for op, args in calls:
+        torch.library.opcheck(op.default, args, test_utils=("test_schema", "test_faketensor"))

@@ -23,7 +23,7 @@ from test_gguf_builders import (
 )
 
 from gptkit import GPT4LMHeadModel, kernels
-from gptkit.errors import WeightsError
+from gptkit.errors import ConfigError, WeightsError
 from gptkit.model import fused
 from gptkit.quant.ggml import GGMLEmbedding, GGMLLinear
 
@@ -215,5 +215,13 @@ def test_forced_portable_kernels_give_the_same_logits(tmp_path):
 
 def test_unknown_kernel_choice_is_refused(monkeypatch):
     monkeypatch.setenv("GPTKIT_KERNELS", "sse9")
-    with pytest.raises(ValueError, match="GPTKIT_KERNELS='sse9'"):
+    with pytest.raises(ConfigError, match="GPTKIT_KERNELS='sse9'"):
         kernels.requested()
+
+
+def test_gguf_blocks_are_refused_for_a_model_that_is_not_gguf(tmp_path):
+    path = write_tiny_llama(tmp_path / "tiny.gguf", Q.Q8_0)
+    GPT4LMHeadModel.from_pretrained(path, dtype="float32").save_pretrained(tmp_path / "hf")
+    with pytest.raises(ConfigError, match='quantize="gguf".*not a GGUF file'):
+        GPT4LMHeadModel.from_pretrained(tmp_path / "hf", quantize="gguf")
+    assert GPT4LMHeadModel.from_pretrained(path, quantize="gguf").quantization == "gguf"

@@ -1,4 +1,5 @@
-"""Native CPU kernels: GGUF block matmuls, block dequantization and decode attention, as torch ops.
+"""Native CPU kernels as torch ops: GGUF block and x16-packed matmuls, dequantization, decode attention
+and the fused decode block (kernels/csrc; docs/performance.md lists what each reads and computes).
 
 ``ops()`` gives ``torch.ops.gptkit_native`` (built on first use, see gptkit.kernels.build) or None where no
 compiler or no build is available; callers then take their torch path, and one warning says why.
@@ -14,6 +15,8 @@ import warnings
 
 import torch
 
+from gptkit.errors import ConfigError
+
 ISAS = {"portable": 0, "avx2": 1, "avx512": 2}
 CHOICES = ("auto", "off", *ISAS)
 
@@ -26,7 +29,7 @@ def requested() -> str:
     """The GPTKIT_KERNELS setting, checked."""
     choice = os.environ.get("GPTKIT_KERNELS", "auto").strip().lower() or "auto"
     if choice not in CHOICES:
-        raise ValueError(f"GPTKIT_KERNELS={choice!r}; choose one of: {', '.join(CHOICES)}")
+        raise ConfigError(f"GPTKIT_KERNELS={choice!r}; choose one of: {', '.join(CHOICES)}")
     return choice
 
 
@@ -50,7 +53,7 @@ def ops():
     native = torch.ops.gptkit_native
     if choice != "auto":
         if ISAS[choice] > native.cpu_isa():
-            raise ValueError(f"GPTKIT_KERNELS={choice}: this CPU lacks the instruction set")
+            raise ConfigError(f"GPTKIT_KERNELS={choice}: this CPU lacks the instruction set")
         native.set_isa(ISAS[choice])
     _register_fakes()
     return native
@@ -79,3 +82,15 @@ def _register_fakes() -> None:
     @torch.library.register_fake("gptkit_native::decode_attention")
     def _(q, k, v, visible, scale):
         return torch.empty_like(q)
+
+    @torch.library.register_fake("gptkit_native::ggml_packed_matmul")
+    def _(x, packed, ggml_type, n):
+        return x.new_empty(x.shape[0], n)
+
+    @torch.library.register_fake("gptkit_native::ggml_packed_transposed")
+    def _(packed, ggml_type, k, g0, g1, dtype):
+        return packed.new_empty(k, 16 * (g1 - g0), dtype=dtype)
+
+    @torch.library.register_fake("gptkit_native::ggml_packed_rows")
+    def _(packed, ggml_type, k, rows, dtype):
+        return packed.new_empty(rows.shape[0], k, dtype=dtype)

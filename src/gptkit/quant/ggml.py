@@ -1,10 +1,11 @@
-"""Layers that keep a GGUF file's quantized blocks as they are and compute on them with native kernels.
+"""Layers that keep a GGUF file's quantized blocks and compute on them with the native kernels.
 
-A weight (N, K) stays the file's ggml blocks, (N, row_bytes) uint8, one row of blocks per output
-feature. Few rows of activations (decode, the Engine's batched decode) go through
-``gptkit_native::ggml_matmul``, which dequantizes each block in registers and shares it between the rows;
-many rows (prefill, scoring) dequantize ``DENSE_CHUNK`` weights at a time into ``dense_dtype()`` for a dense
-matmul. Without the native kernels both use gptkit's torch dequantization (slower, same values).
+A weight (N, K) is a GGMLWeight: Q4_0, Q4_1 and Q8_0 repacked once at load into the kernels' x16 layout
+(the same bytes rearranged, kernels/csrc/packed.h), other types the file's rows (N, row_bytes) as stored.
+Few rows of activations (decode, the Engine's batched decode) run ``ggml_packed_matmul`` (up to
+PACKED_MAX_ROWS) or ``ggml_matmul`` (up to KERNEL_MAX_ROWS); more rows (prefill, scoring) dequantize
+``DENSE_CHUNK`` weights at a time into ``dense_dtype()`` for a dense matmul. Without the native kernels the
+rows stay as stored and gptkit's torch dequantization does the work (slower, same values).
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def pack(stored) -> tuple[torch.Tensor, bool]:
 
 
 def _in_features(stored) -> int:
-    """K of a parameter from its row bytes (32 weights per block of the packable types)."""
-    block_bytes = {2: 18, 3: 20, 8: 34}[stored.ggml_type]
-    return stored.parts[0].shape[1] // block_bytes * 32
+    """K of a parameter from its row bytes and its type's block size."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(stored.ggml_type)]
+    return stored.parts[0].shape[1] // type_size * block_size
 
 
 def dequantize_blocks(

@@ -44,7 +44,7 @@ def check_scheme(model: nn.Module, scheme: str) -> int | None:
         raise ConfigError(f"unknown quantization scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
     group_size, head = SCHEMES[scheme], getattr(model, "lm_head", None)
     if group_size is not None:
-        for _, linear in _linears(model):
+        for _, linear in linears(model):
             if linear is not head:
                 check_group_size(linear.in_features, group_size)
     return group_size
@@ -62,7 +62,7 @@ def quantized_linears(
     order = {id(p): i for i, p in enumerate(model.parameters())}
     names = {id(p): name for name, p in model.named_parameters()}
     head = getattr(model, "lm_head", None)
-    for name, linear in sorted(_linears(model), key=lambda item: order[id(item[1].weight)]):
+    for name, linear in sorted(linears(model), key=lambda item: order[id(item[1].weight)]):
         weight = fetch(names[id(linear.weight)])
         bias = None if linear.bias is None else fetch(names[id(linear.bias)])
         holder = _as_linear(weight, bias)
@@ -75,7 +75,7 @@ def quantized_linears(
         yield name, module
 
 
-def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+def linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """Every nn.Linear of ``model`` with its dotted name."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 

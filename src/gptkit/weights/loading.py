@@ -135,18 +135,19 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
     ggml blocks (GGMLLinear / GGMLEmbedding); float tensors and other layers read in ``dtype``."""
     from gptkit.model.decoder import GPT4LMHeadModel
     from gptkit.quant.ggml import KERNEL_TYPES, GGMLEmbedding, GGMLLinear
-    from gptkit.quant.swap import set_submodule
+    from gptkit.quant.swap import linears, set_submodule
 
     placeholders = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
     skeleton = GPT4LMHeadModel.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
     names = {id(p): name for name, p in skeleton.named_parameters()}
+    wanted = {names[id(linear.weight)] for _, linear in linears(skeleton)} | {"embed.weight"}
     weights = {}  # parameter name -> GGMLWeight, each built (and repacked) once, shared by tied users
-    for name in shapes:
-        stored = blocks(name) if len(shapes[name]) == 2 else None
+    for name in sorted(wanted, key=list(shapes).index):  # the file's order: pages are read front to back
+        stored = blocks(name)
         if stored is not None and stored.ggml_type in KERNEL_TYPES:
             weights[name] = _ggml_weight(stored, shapes[name])
     replaced: dict[str, nn.Module] = {}
-    for name, linear in _linears_of(skeleton):
+    for name, linear in linears(skeleton):
         weight = weights.get(names[id(linear.weight)])
         if weight is not None:
             bias = None if linear.bias is None else read(names[id(linear.bias)]).to(dtype)
@@ -171,10 +172,6 @@ def _ggml_weight(stored, shape: tuple[int, int]):
     if packed:
         stored.release()
     return GGMLWeight(data, stored.ggml_type, shape, packed)
-
-
-def _linears_of(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
 def _used_outside_linears(model: nn.Module) -> set[str]:
