@@ -28,6 +28,10 @@ COMPILE_HELP = (
     "torch.compile the decode step: about a minute and a half to start the first time (seconds once "
     "cached), then ~2x faster decoding; decodes eagerly if compiling fails"
 )
+PREFIX_CACHE_HELP = (
+    "MiB of KV cache blocks kept so that prompts starting like earlier ones (chat history, few-shot "
+    "examples) skip prefilling that start; 0 turns it off (default 512)"
+)
 DTYPE_HELP = (
     "float32 (with --quantize none or alone: the exact reference path) or bfloat16; default: a quantized "
     "GGUF runs its blocks on the native kernels, other models bf16 where the CPU has it (float16 is refused)"
@@ -72,6 +76,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 

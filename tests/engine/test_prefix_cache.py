@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from gptkit import GPT4LMHeadModel
+from gptkit.cli import PREFIX_CACHE_HELP
 from gptkit.engine import Engine, SamplingParams
-from gptkit.engine.prefix_cache import BLOCK_SIZE, MIB, PrefixCache, model_namespace
+from gptkit.engine.prefix_cache import BLOCK_SIZE, DEFAULT_PREFIX_CACHE_MB, MIB, PrefixCache, model_namespace
 from gptkit.errors import ConfigError
 
 SEQ = 128  # the tiny model's whole context
@@ -60,7 +61,12 @@ def reference(model, tokenizer):
     workload = mixed_workload(model.config.vocab_size)
     off = Engine(model, tokenizer, max_batch_size=3, max_seq_len=SEQ, prefix_cache_mb=0)
     assert off.prefix_cache is None
-    return workload, run_workload(off, workload)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the single_thread one
+    try:
+        return workload, run_workload(off, workload)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_mixed_requests_equal_cache_off(model, tokenizer, reference):
@@ -176,7 +182,9 @@ def test_a_budget_below_one_block_or_not_a_number_is_refused(model, tokenizer):
         Engine(model, tokenizer, max_seq_len=SEQ, prefix_cache_mb=block_mib(engine)).prefix_cache.capacity
         == 1
     )
-    assert Engine(model, tokenizer, max_seq_len=SEQ).prefix_cache is not None  # on by default
+    default = Engine(model, tokenizer, max_seq_len=SEQ).prefix_cache  # on by default
+    assert default.capacity * default.block_bytes == DEFAULT_PREFIX_CACHE_MB * MIB
+    assert f"default {DEFAULT_PREFIX_CACHE_MB:g})" in PREFIX_CACHE_HELP  # the CLI's help says the same
 
 
 def _bytes_per_token(cache) -> int:

@@ -35,7 +35,7 @@ Prompt = str | Sequence[int]
 class Engine:
     """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens.
 
-    ``prefix_cache_mb`` MiB (0 or None: off) hold the KV of earlier requests' full 16-token blocks for
+    ``prefix_cache_mb`` MiB (None: ``DEFAULT_PREFIX_CACHE_MB``, 0: off) hold the KV of earlier requests' full 16-token blocks for
     prompts that start the same way; a budget smaller than one block raises ConfigError.
     """
 
@@ -47,7 +47,7 @@ class Engine:
         max_seq_len: int | None = None,
         *,
         compile: bool = False,
-        prefix_cache_mb: float | None = DEFAULT_PREFIX_CACHE_MB,
+        prefix_cache_mb: float | None = None,
     ) -> None:
         context = model.config.context_length
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
@@ -303,10 +303,10 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
 
 
 def _prefix_cache(cache: Any, budget_mb: float | None) -> PrefixCache | None:
-    """The engine's prefix cache over its slot cache's layout, or None when the budget is 0 / None."""
-    if budget_mb is None or (budget_mb == 0 and not isinstance(budget_mb, bool)):
+    """The engine's prefix cache over its slot cache's layout (None: the default budget), or None for 0."""
+    if budget_mb == 0 and not isinstance(budget_mb, bool):
         return None
-    return PrefixCache(cache, budget_mb)
+    return PrefixCache(cache, DEFAULT_PREFIX_CACHE_MB if budget_mb is None else budget_mb)
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -2,7 +2,8 @@
 
 The conversation (system prompt + user/assistant exchanges) is rendered with the tokenizer's chat template
 for every turn; the oldest exchanges are dropped when the prompt plus ``max_tokens`` would not fit the
-engine's context. Ctrl-C during an answer stops that answer only; Ctrl-D or ``/exit`` quits.
+engine's context. Each turn's prompt starts with the previous one and its answer, so the engine's prefix
+cache (``--prefix-cache-mb``) supplies their keys and values and only the new message is prefilled. Ctrl-C during an answer stops that answer only; Ctrl-D or ``/exit`` quits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gptkit.cli import COMPILE_HELP, DTYPE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP, dtype_name, positive_int
+from gptkit.cli import (
+    COMPILE_HELP,
+    DTYPE_HELP,
+    PREFIX_CACHE_HELP,
+    QUANTIZE_CHOICES,
+    QUANTIZE_HELP,
+    dtype_name,
+    non_negative_float,
+    positive_int,
+)
 from gptkit.errors import ContextLengthError, GPTKitError
 from gptkit.registry import DEFAULT_MODEL
 
@@ -191,7 +201,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if tokenizer.chat_template is None:
         raise GPTKitError(f"{args.model} has no chat template: `gptkit chat` needs a chat (instruct) model")
     model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
-    engine = Engine(model, tokenizer, max_batch_size=1, compile=args.compile)
+    engine = Engine(
+        model, tokenizer, max_batch_size=1, compile=args.compile, prefix_cache_mb=args.prefix_cache_mb
+    )
     if args.compile:
         print("compiling the decode step...", file=sys.stderr, flush=True)
         engine.warm_up()
@@ -231,4 +243,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
     p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    p.add_argument("--prefix-cache-mb", type=non_negative_float, default=None, help=PREFIX_CACHE_HELP)
     p.set_defaults(func=cmd_chat)
