@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from gptkit import GPT4LMHeadModel
-from gptkit.cli import PREFIX_CACHE_HELP
 from gptkit.engine import Engine, SamplingParams
 from gptkit.engine.prefix_cache import BLOCK_SIZE, DEFAULT_PREFIX_CACHE_MB, MIB, PrefixCache, model_namespace
 from gptkit.errors import ConfigError
+from gptkit.options import PREFIX_CACHE_HELP
 
 SEQ = 128  # the tiny model's whole context
 
