@@ -159,18 +159,21 @@ def test_lru_evicts_the_least_recently_used_leaf(model):
     assert pool.stats().evicted_tokens == 2 * size and pool.stats().memory_bytes == 3 * pool.block_bytes
 
 
-def test_loaded_blocks_equal_the_stored_keys_and_values(model):
+@pytest.mark.parametrize("free", [None, [5, 9, 2]], ids=["consecutive", "scattered"])
+def test_loaded_blocks_equal_the_stored_keys_and_values(model, free):
     cache = model.new_cache(2, 64)
-    tokens = list(range(1, 41))
+    tokens = list(range(1, 57))
     model(torch.tensor([tokens]), cache=cache.row_range(0, 1))
     pool = PrefixCache(cache, 1)
+    if free is not None:
+        pool.free = free  # pool places 2, 9, 5: not a range
     space = model_namespace(model)
     pool.store(space, tokens, cache, 0)
-    loaded = pool.load(pool.lookup(space, tokens, limit=40), cache, 1)
-    assert loaded == 32 and cache.next_column.tolist() == [40, 32]
+    loaded = pool.load(pool.lookup(space, tokens, limit=56), cache, 1)
+    assert loaded == 48 and cache.next_column.tolist() == [56, 48]
     for layer in (*cache.k, *cache.v):
-        assert torch.equal(layer[1, :, :32], layer[0, :, :32])
-    assert cache.positions[1, :32].tolist() == list(range(32)) and bool(cache.valid[1, :32].all())
+        assert torch.equal(layer[1, :, :48], layer[0, :, :48])
+    assert cache.positions[1, :48].tolist() == list(range(48)) and bool(cache.valid[1, :48].all())
 
 
 def test_a_budget_below_one_block_or_not_a_number_is_refused(model, tokenizer):

@@ -121,12 +121,12 @@ class PrefixCache:
         """Copy ``chain``'s blocks into columns [0, n) of the empty cache ``row``; returns n."""
         if not chain:
             return 0
-        index = torch.tensor([block.index for block in chain], device=self.k[0].device)
-        for pool, rows in ((self.k, cache.k), (self.v, cache.v)):
-            for blocks, layer in zip(pool, rows, strict=True):
-                picked = blocks[index].transpose(0, 1)  # (n_kv_head, n_blocks, block_size, head_dim)
-                layer[row, :, : picked.shape[1] * self.block_size] = picked.flatten(1, 2)
         length = len(chain) * self.block_size
+        where = self._places(chain)
+        for pool, rows in ((self.k, cache.k), (self.v, cache.v)):
+            for pool_layer, layer in zip(pool, rows, strict=True):
+                target = layer[row, :, :length].unflatten(1, (len(chain), self.block_size))
+                target.copy_(pool_layer[where].transpose(0, 1))  # (n_kv_head, n_blocks, block_size, head_dim)
         cache.adopt_prefix(row, length)
         return length
 
@@ -155,11 +155,19 @@ class PrefixCache:
             return
         first = depth * self.block_size
         columns = slice(first, first + len(blocks) * self.block_size)
-        index = torch.tensor([block.index for block in blocks], device=self.k[0].device)
+        where = self._places(blocks)
         for pool, rows in ((self.k, cache.k), (self.v, cache.v)):
-            for blocks_, layer in zip(pool, rows, strict=True):
+            for pool_layer, layer in zip(pool, rows, strict=True):
                 source = layer[row, :, columns]  # (n_kv_head, n_blocks * block_size, head_dim)
-                blocks_[index] = source.unflatten(1, (len(blocks), self.block_size)).transpose(0, 1)
+                pool_layer[where] = source.unflatten(1, (len(blocks), self.block_size)).transpose(0, 1)
+
+    def _places(self, blocks: list[_Block]) -> slice | torch.Tensor:
+        """The blocks' pool indices: a slice when consecutive (the usual case: a view, no gather), else a
+        tensor of indices."""
+        first = blocks[0].index
+        if all(block.index == first + i for i, block in enumerate(blocks)):
+            return slice(first, first + len(blocks))
+        return torch.tensor([block.index for block in blocks], device=self.k[0].device)
 
     def _allocate(self, keep: _Block) -> int | None:
         """A free pool index, evicting the least recently used leaf when full; None when nothing can go:
