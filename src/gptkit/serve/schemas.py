@@ -1,5 +1,9 @@
 """Request bodies of the OpenAI-compatible API (pydantic). Unknown fields are ignored, as OpenAI clients
-send extras; every constraint error names its field, which becomes the error's ``param``."""
+send extras; every constraint error names its field, which becomes the error's ``param``.
+
+Types are checked here. The values of sampling options are checked once, by SamplingParams (through
+GenerationConfig's rules), and their defaults live there too: an unset option here is ``None``. Only the
+API's own narrower ranges (OpenAI's, vLLM's) are declared here."""
 
 from __future__ import annotations
 
@@ -37,8 +41,8 @@ class SamplingOptions(_Body):
     """Options shared by completions and chat completions (vLLM's extras included)."""
 
     model: str | None = None  # OpenAI requires it; we accept it omitted
-    temperature: Float | None = Field(default=None, ge=0, le=2)
-    top_p: Float | None = Field(default=None, gt=0, le=1)
+    temperature: Float | None = Field(default=None, le=2)
+    top_p: Float | None = None
     n: Int = Field(default=1, ge=1)
     stream: Bool = False
     stream_options: StreamOptions | None = None
@@ -50,9 +54,9 @@ class SamplingOptions(_Body):
     user: str | None = None
     # vLLM's extra sampling options
     top_k: Int | None = Field(default=None, ge=-1)
-    min_tokens: Int = Field(default=0, ge=0)
+    min_tokens: Int | None = None
     repetition_penalty: Float | None = Field(default=None, ge=0.01, le=100)
-    ignore_eos: Bool = False
+    ignore_eos: Bool | None = None
     stop_token_ids: list[Int] | None = None
 
     @field_validator("stop", mode="before")
@@ -62,8 +66,6 @@ class SamplingOptions(_Body):
             return value
         if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
             raise ValueError("must be a string or a list of strings")
-        if any(s == "" for s in value):
-            raise ValueError("stop strings must not be empty")
         return value
 
     @field_validator("logit_bias")
@@ -85,8 +87,8 @@ class CompletionRequest(SamplingOptions):
     """POST /v1/completions."""
 
     prompt: Text | list[Text] | list[int] | list[list[int]]
-    max_tokens: Int | None = Field(default=16, ge=0)
-    logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    max_tokens: Int | None = None  # None: SamplingParams' default
+    logprobs: Int | None = Field(default=None, le=MAX_LOGPROBS)
     echo: Bool = False
     suffix: str | None = None
     best_of: Int | None = Field(default=None, ge=1)
@@ -147,7 +149,7 @@ class ChatCompletionRequest(SamplingOptions):
     max_tokens: Int | None = Field(default=None, ge=1)
     max_completion_tokens: Int | None = Field(default=None, ge=1)
     logprobs: Bool = False
-    top_logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: Int | None = Field(default=None, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
     add_generation_prompt: Bool = True  # vLLM's extra
 
