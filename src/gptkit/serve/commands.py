@@ -9,16 +9,14 @@ from pathlib import Path
 
 from gptkit.errors import GPTKitError
 from gptkit.options import add_model_options, port_number, positive_float, positive_int
+from gptkit.serve.config import Limits, ServeConfig  # dataclasses only: --help stays instant
 
 API_KEY_ENV = "GPTKIT_API_KEY"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` (its defaults: ServeConfig's and Limits')."""
-    from gptkit.serve.config import ServeConfig
-
     defaults = ServeConfig()
-    limits = defaults.limits
     p = subparsers.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
@@ -27,6 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "continuously on one model.",
     )
     add_model_options(p, positional=True, compile=True)
+    _add_access_options(p, defaults)
+    _add_capacity_options(p, defaults)
+    p.add_argument(
+        "--log-level", default=defaults.log_level, choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_access_options(p: argparse.ArgumentParser, defaults: ServeConfig) -> None:
+    """Where the server listens, the name it serves and its API key."""
     p.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
     p.add_argument(
         "--port", type=port_number, default=defaults.port, help=f"port to listen on (default {defaults.port})"
@@ -35,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV})")
     keys.add_argument("--api-key-file", type=Path, help="read the API key from this file")
+
+
+def _add_capacity_options(p: argparse.ArgumentParser, defaults: ServeConfig) -> None:
+    """Slots, queue, timeouts and the per-request limits."""
+    limits = defaults.limits
     p.add_argument(
         "--max-batch-size",
         type=positive_int,
@@ -75,10 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=limits.max_tokens,
         help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
     )
-    p.add_argument(
-        "--log-level", default=defaults.log_level, choices=["critical", "error", "warning", "info", "debug"]
-    )
-    p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -90,10 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_config(args: argparse.Namespace):
+def serve_config(args: argparse.Namespace) -> ServeConfig:
     """The ServeConfig of ``gptkit serve``'s parsed options (the API key read from its file or env)."""
-    from gptkit.serve.config import Limits, ServeConfig
-
     limits = Limits(
         max_n=args.max_n,
         max_tokens=args.max_tokens,
