@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
 
+from gptkit.generation.config import is_int
+
 Int = Annotated[int, Strict()]  # no bools, strings or floats where an integer is expected
 Float = Annotated[float, Strict()]  # ints are fine, strings and bools are not
 Bool = Annotated[bool, Strict()]
@@ -103,9 +105,9 @@ class CompletionRequest(SamplingOptions):
             raise ValueError("must be a non-empty string, list of strings, or list of token ids")
         if all(isinstance(p, str) for p in value):
             return [_non_empty_text(p) for p in value]
-        if all(_is_int(t) for t in value):
+        if all(is_int(t) for t in value):
             return value
-        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in value):
+        if all(isinstance(p, list) and p and all(is_int(t) for t in p) for p in value):
             return value
         raise ValueError("must be a string, a list of strings, a list of token ids or a list of such lists")
 
@@ -176,7 +178,3 @@ def _non_empty_text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
     return _encodable(text)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
