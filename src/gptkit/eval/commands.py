@@ -8,8 +8,7 @@ from pathlib import Path
 
 from gptkit.cli import DTYPE_HELP, dtype_name, fraction, positive_float, positive_int
 from gptkit.registry import DEFAULT_MODEL
-
-SCORING_BATCH_SIZE = 16  # gptkit.eval.loglik.SCORING_BATCH_SIZE, without importing torch for --help
+from gptkit.scoring import SCORING_BATCH_SIZE  # the package, not loglik: --help loads no torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

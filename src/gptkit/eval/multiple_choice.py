@@ -15,7 +15,7 @@ from typing import Any
 
 from gptkit.eval.common import EvalResult, LoadedModel, score_with_progress
 from gptkit.eval.data import read_dataset, require_text
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 
 FEWSHOT_SEED = 1234
 FEWSHOT_SEPARATOR = "\n\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts, softmax
 from gptkit.tasks.prompts import CONTENT_FREE_INPUT, VERBALIZERS, PromptTemplate
 
