@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.request import Completion, Event, Request
@@ -129,7 +130,7 @@ class Engine:
             ids = torch.as_tensor(prompt).reshape(-1).tolist() if torch.is_tensor(prompt) else list(prompt)
         if not ids:
             raise GenerationError("the prompt is empty: give at least one token")
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        if not all(is_int(i) for i in ids):
             raise GenerationError("a prompt must be text or a list of integer token ids")
         return ids
 
@@ -269,5 +270,5 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise GenerationError(f"{name} must be a positive integer, got {value!r}")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int, is_number
 from gptkit.errors import GenerationError
 from gptkit.generation.config import GenerationConfig
 
@@ -43,7 +44,7 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if not isinstance(self.ignore_eos, bool):
             raise GenerationError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
-        if _is_int(self.max_tokens) and self.max_tokens < 0:
+        if is_int(self.max_tokens) and self.max_tokens < 0:
             raise GenerationError(f"max_tokens must be >= 0, got {self.max_tokens}")
         self.generation_config([])  # GenerationConfig's checks, the one place they live
         if self.min_tokens > self.max_tokens:
@@ -53,7 +54,7 @@ class SamplingParams:
         _check_logit_bias(self.logit_bias)
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
-            if value is not None and not (_is_int(value) and value >= 0):
+            if value is not None and not (is_int(value) and value >= 0):
                 raise GenerationError(f"{name} must be None or an integer >= 0, got {value!r}")
 
     @property
@@ -71,9 +72,9 @@ class SamplingParams:
     def generation_config(self, model_eos_ids: list[int]) -> GenerationConfig:
         """The equivalent GenerationConfig (validated), ending on ``end_ids(model_eos_ids)``."""
         options: dict[str, Any] = dict(
-            max_new_tokens=max(self.max_tokens, 1) if _is_int(self.max_tokens) else self.max_tokens,
+            max_new_tokens=max(self.max_tokens, 1) if is_int(self.max_tokens) else self.max_tokens,
             min_new_tokens=self.min_tokens,
-            do_sample=_is_number(self.temperature) and self.temperature >= GREEDY_BELOW,
+            do_sample=is_number(self.temperature) and self.temperature >= GREEDY_BELOW,
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
@@ -90,16 +91,8 @@ class SamplingParams:
         return config.replace(eos_token_id=self.end_ids(model_eos_ids))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_finite(name: str, value: Any) -> None:
-    if not _is_number(value) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise GenerationError(f"{name} must be a finite number, got {value!r}")
 
 
@@ -110,7 +103,7 @@ def _check_logit_bias(bias: Any) -> None:
     if not isinstance(bias, dict):
         raise GenerationError(f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}")
     for token, value in bias.items():
-        if not _is_int(token) or token < 0:
+        if not is_int(token) or token < 0:
             raise GenerationError(f"logit_bias keys must be token ids >= 0, got {token!r}")
         _check_finite(f"logit_bias[{token}]", value)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptkit.checks import is_number
 from gptkit.errors import GPTKitError
 from gptkit.eval.common import EvalResult, LoadedModel
 from gptkit.eval.data import read_dataset, require_text
@@ -27,7 +28,7 @@ class LabelledText:
 def parse_item(row: dict[str, Any]) -> LabelledText:
     """A row with a text and a label."""
     label = row.get("label")
-    if isinstance(label, (int, float)) and not isinstance(label, bool):
+    if is_number(label):
         label = str(label)
     if not isinstance(label, str) or not label.strip():
         raise ValueError("missing or empty field 'label'")

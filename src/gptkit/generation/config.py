@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int, is_number
 from gptkit.errors import ContextLengthError, GenerationError
 
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length=20 counts new tokens for decoder-only models
@@ -146,13 +147,9 @@ def _validate(c: GenerationConfig) -> None:
     _check_beam_counts(c)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_int(c: GenerationConfig, name: str, minimum: int | None) -> None:
     value = getattr(c, name)
-    if not _is_int(value):
+    if not is_int(value):
         raise GenerationError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise GenerationError(f"{name} must be >= {minimum}, got {value}")
@@ -165,17 +162,17 @@ def _check_optional_int(c: GenerationConfig, name: str, minimum: int | None) -> 
 
 def _check_float(c: GenerationConfig, name: str, ok: Any, expected: str) -> None:
     value = getattr(c, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise GenerationError(f"{name} must be a number, got {value!r}")
     if math.isnan(value) or not ok(value):
         raise GenerationError(f"{name} must be {expected}, got {value!r}")
 
 
 def _check_token_ids(eos: Any) -> None:
-    ids = [eos] if _is_int(eos) else eos
+    ids = [eos] if is_int(eos) else eos
     if ids is None:
         return
-    if not isinstance(ids, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in ids):
+    if not isinstance(ids, (list, tuple)) or not all(is_int(i) and i >= 0 for i in ids):
         raise GenerationError(f"eos_token_id must be a non-negative integer or a list of them, got {eos!r}")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.errors import ConfigError, ContextLengthError
 from gptkit.model.cache import KVCache
 from gptkit.scoring import SCORING_BATCH_SIZE
@@ -57,7 +58,7 @@ def score_continuations(
     With an empty context the first continuation token has no prediction and is not scored
     (``n_tokens`` says how many were); pass a BOS/EOS token as context to score every token.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     window = model.config.context_length
     fitted = [fit_to_context(list(c), list(x), window) for c, x in pairs]

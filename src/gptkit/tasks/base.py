@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.errors import ContextLengthError, GPTKitError
 from gptkit.generation import truncate_at_stop
 from gptkit.scoring.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
@@ -254,7 +255,7 @@ def require_text(value: Any, what: str) -> str:
 
 def batch_size_of(value: Any) -> int:
     """A positive batch size, or TaskError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise TaskError(f"batch_size must be a positive integer, got {value!r}")
     return value
 
