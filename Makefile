@@ -36,7 +36,7 @@ test: setup-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest -q
 
-# Local iteration in about two minutes: no slow tests, no tests on the bundled model's weights, no GGUF
+# Local iteration in about two minutes (docs/testing.md): no slow tests, no tests on the bundled model's weights, no GGUF
 # read by transformers (marks set in tests/conftest.py). `make test` and CI still run everything.
 FAST_MARKS := not slow and not bundled and not transformers_gguf
 
