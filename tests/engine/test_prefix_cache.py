@@ -178,9 +178,10 @@ def test_loaded_blocks_equal_the_stored_keys_and_values(model, free):
 
 def test_a_budget_below_one_block_or_not_a_number_is_refused(model, tokenizer):
     engine = Engine(model, tokenizer, max_batch_size=1, max_seq_len=SEQ, prefix_cache_mb=1)
-    for bad in (block_mib(engine) * 0.99, -1, "64", True, float("nan")):
-        with pytest.raises(ConfigError, match="prefix_cache_mb"):
+    for bad in (block_mib(engine) * 0.99, -1, "64", True, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="prefix_cache_mb") as error:
             Engine(model, tokenizer, max_batch_size=1, max_seq_len=SEQ, prefix_cache_mb=bad)
+        assert error.value.param == "prefix_cache_mb"
     assert (
         Engine(model, tokenizer, max_seq_len=SEQ, prefix_cache_mb=block_mib(engine)).prefix_cache.capacity
         == 1

@@ -36,8 +36,8 @@ Prompt = str | Sequence[int]
 class Engine:
     """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens.
 
-    ``prefix_cache_mb`` MiB (None: ``DEFAULT_PREFIX_CACHE_MB``, 0: off) hold the KV of earlier requests' full 16-token blocks for
-    prompts that start the same way; a budget smaller than one block raises ConfigError.
+    ``prefix_cache_mb`` MiB (None: ``DEFAULT_PREFIX_CACHE_MB``, 0: off) keep the KV of earlier requests'
+    full 16-token blocks for prompts that start the same way; a budget below one block raises ConfigError.
     """
 
     def __init__(

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_number
 from gptkit.errors import ConfigError
 from gptkit.model.cache import KVCache
 
@@ -204,14 +205,16 @@ class PrefixCache:
 
 def check_budget(budget_mb: Any, block_bytes: int) -> int:
     """Blocks of ``block_bytes`` that ``budget_mb`` MiB hold; ConfigError for a bad or too small budget."""
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, int | float) or not budget_mb > 0:
+    if not is_number(budget_mb) or not 0 < budget_mb < float("inf"):
         raise ConfigError(
-            f"prefix_cache_mb must be a positive number of MiB (0 turns it off), got {budget_mb!r}"
+            f"prefix_cache_mb must be a positive number of MiB (0 turns it off), got {budget_mb!r}",
+            param="prefix_cache_mb",
         )
     capacity = int(budget_mb * MIB) // block_bytes
     if capacity < 1:
         raise ConfigError(
             f"prefix_cache_mb={budget_mb:g} MiB is smaller than one cache block of {block_bytes} bytes "
-            f"({block_bytes / MIB:.3f} MiB): give at least that, or 0 to turn the prefix cache off"
+            f"({block_bytes / MIB:.3f} MiB): give at least that, or 0 to turn the prefix cache off",
+            param="prefix_cache_mb",
         )
     return capacity
