@@ -34,7 +34,7 @@ def rope_inverse_frequencies(
     elif kind == "llama3":
         inv_freq = _llama3_scaled(inv_freq, scaling)
     elif kind == "longrope":
-        factors = torch.tensor(scaling["long_factor" if long else "short_factor"], dtype=torch.float32)
+        factors = torch.tensor(scaling["long_factor" if long else "short_factor"], dtype=torch.float32, device="cpu")
         inv_freq = 1.0 / (factors * base**steps)
     elif kind == "yarn":
         inv_freq = _yarn_scaled(inv_freq, scaling, dim, base, config.context_length)
@@ -88,7 +88,7 @@ def _yarn_scaled(inv_freq: torch.Tensor, s: dict, dim: int, base: float, context
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, dim - 1)
     high = high + 0.001 if low == high else high  # no division by zero
-    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
     extrapolation = 1 - ramp
     return inv_freq / factor * (1 - extrapolation) + inv_freq * extrapolation
 
