@@ -108,7 +108,9 @@ class GPT4Config:
     pre_norms: bool = True  # norm the input of attention and MLP (False: OLMo 2)
     post_norms: bool = False  # norm their output before the residual add (Gemma 2/3, OLMo 2)
     embed_scale: float | None = None  # token embeddings times this (Gemma: sqrt(n_embd))
-    attn_scale: float | None = None  # query scale; None -> 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+    attn_scale: float | None = (
+        None  # query scale; None -> 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+    )
     attn_softcap: float | None = None  # attention scores -> cap * tanh(scores / cap) (Gemma 2)
     final_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
     layer_types: tuple[str, ...] | None = None  # "full"/"sliding" per layer; None: all sliding iff a window
@@ -274,7 +276,9 @@ class GPT4Config:
         n_moe = sum(self.layer_is_moe(i) for i in range(self.n_layer)) if moe and self.n_layer <= 2**10 else 0
         norms = (2 if self.has_norm_bias else 1) * d
         block_norms = norms * (int(self.pre_norms) + int(self.post_norms))
-        qk = {QKNorm.NONE: 0, QKNorm.HEAD: 2 * hd, QKNorm.FULL: (self.n_head + self.kv_heads) * hd}[self.qk_norm]
+        qk = {QKNorm.NONE: 0, QKNorm.HEAD: 2 * hd, QKNorm.FULL: (self.n_head + self.kv_heads) * hd}[
+            self.qk_norm
+        ]
         per_layer = attn + 2 * block_norms + qk
         embed = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         pos = self.context_length * d if self.positions is Positions.LEARNED else 0

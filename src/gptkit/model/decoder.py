@@ -88,7 +88,9 @@ class DecoderLM(nn.Module):
         if self.config.positions is Positions.ROPE:
             self.rotary = RotaryEmbedding(self.config).to(device)
             if self.config.rope_local_theta is not None:  # sliding layers: their own base, unscaled
-                self.sliding_rotary = RotaryEmbedding(self.config, self.config.rope_local_theta, {}).to(device)
+                self.sliding_rotary = RotaryEmbedding(self.config, self.config.rope_local_theta, {}).to(
+                    device
+                )
         if self.config.positions is Positions.SINUSOIDAL:
             table = sinusoidal_table(self.config.context_length, self.config.n_embd).to(device)
             self.register_buffer("sinusoidal", table, persistent=False)
@@ -226,9 +228,9 @@ class DecoderLM(nn.Module):
             position_ids = (token_mask.long().cumsum(-1) - 1).clamp(min=0) if padded else steps
         self._check_positions(position_ids)
         needs_mask = padded and not bool(token_mask.all())
-        window, sliding_window = self._windows()
+        full_window, sliding_window = self._windows()
         masks = []
-        for window, used in ((window, True), (sliding_window, sliding_window is not None)):
+        for window, used in ((full_window, True), (sliding_window, sliding_window is not None)):
             wanted = used and (needs_mask or (window is not None and T > window))
             masks.append(_causal_mask(token_mask, position_ids, window) if wanted else None)
         inputs = AttentionInputs(

@@ -34,7 +34,9 @@ def rope_inverse_frequencies(
     elif kind == "llama3":
         inv_freq = _llama3_scaled(inv_freq, scaling)
     elif kind == "longrope":
-        factors = torch.tensor(scaling["long_factor" if long else "short_factor"], dtype=torch.float32, device="cpu")
+        factors = torch.tensor(
+            scaling["long_factor" if long else "short_factor"], dtype=torch.float32, device="cpu"
+        )
         inv_freq = 1.0 / (factors * base**steps)
     elif kind == "yarn":
         inv_freq = _yarn_scaled(inv_freq, scaling, dim, base, config.context_length)

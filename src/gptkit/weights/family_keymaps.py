@@ -33,7 +33,9 @@ def llama_like(
     """The Llama table with these block norms, Phi-3's fused projections, and expert tensors."""
     layer = LLAMA_LAYER
     rules = [rule for rule in LLAMA.rules if "_norm" not in rule.ours or rule.ours.startswith("norm")]
-    rules = [rule for rule in rules if not (fused and (".attn.qkv" in rule.ours or ".mlp.gate_up" in rule.ours))]
+    rules = [
+        rule for rule in rules if not (fused and (".attn.qkv" in rule.ours or ".mlp.gate_up" in rule.ours))
+    ]
     for ours, hf in norms.items():
         rules += _with_bias(f"blocks.{{i}}.{ours}", f"{layer}.{hf}")
     for ours in ("q_norm", "k_norm"):
@@ -52,7 +54,9 @@ def _expert_rules(block: str, router: str, linears: tuple[str, str, str]) -> lis
     gate, up, down = (f"{prefix}.experts.{{e}}.{name}.weight" for name in linears)
     return [
         Rule("blocks.{i}.mlp.router.weight", (f"{prefix}.{router}.weight",)),
-        Rule("blocks.{i}.mlp.gate_up_exps.weight", (gate, up), split=("expert_dim", "expert_dim"), experts=True),
+        Rule(
+            "blocks.{i}.mlp.gate_up_exps.weight", (gate, up), split=("expert_dim", "expert_dim"), experts=True
+        ),
         Rule("blocks.{i}.mlp.down_exps.weight", (down,), experts=True),
     ]
 

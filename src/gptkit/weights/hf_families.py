@@ -39,7 +39,9 @@ def gate_activation_fields(hf: dict[str, Any]) -> dict[str, Any]:
     """mlp and gelu_approximate from hidden_act (or Gemma's hidden_activation)."""
     act = hf.get("hidden_activation") or hf.get("hidden_act") or "silu"
     if act not in GATE_ACTIVATIONS:
-        raise ConfigError(f"hidden_act {act!r} is not supported for a gated MLP ({', '.join(GATE_ACTIVATIONS)})")
+        raise ConfigError(
+            f"hidden_act {act!r} is not supported for a gated MLP ({', '.join(GATE_ACTIVATIONS)})"
+        )
     mlp, approximate = GATE_ACTIVATIONS[act]
     return {"mlp": mlp, "gelu_approximate": approximate}
 
@@ -51,7 +53,10 @@ def family_fields(hf: dict[str, Any], model_type: str, n_layer: int, n_embd: int
         fields["embed_scale"] = math.sqrt(n_embd)
     if hf.get("query_pre_attn_scalar") is not None:
         fields["attn_scale"] = float(hf["query_pre_attn_scalar"]) ** -0.5
-    for ours, key in (("attn_softcap", "attn_logit_softcapping"), ("final_softcap", "final_logit_softcapping")):
+    for ours, key in (
+        ("attn_softcap", "attn_logit_softcapping"),
+        ("final_softcap", "final_logit_softcapping"),
+    ):
         if hf.get(key) is not None:
             fields[ours] = float(hf[key])
     if hf.get("no_rope_layers") is not None:  # SmolLM3: 1 = RoPE, 0 = NoPE
@@ -66,11 +71,15 @@ def layer_window_fields(hf: dict[str, Any], n_layer: int) -> dict[str, Any]:
     if hf.get("layer_types") is not None:
         unknown = sorted(set(hf["layer_types"]) - set(LAYER_TYPE_NAMES))
         if unknown or len(hf["layer_types"]) != n_layer:
-            raise ConfigError(f"layer_types must name sliding_attention/full_attention per layer, got {unknown}")
+            raise ConfigError(
+                f"layer_types must name sliding_attention/full_attention per layer, got {unknown}"
+            )
         kinds = [LAYER_TYPE_NAMES[kind] for kind in hf["layer_types"]]
     elif "use_sliding_window" in hf:
         first_sliding = hf.get("max_window_layers") or 0
-        kinds = ["sliding" if hf["use_sliding_window"] and i >= first_sliding else "full" for i in range(n_layer)]
+        kinds = [
+            "sliding" if hf["use_sliding_window"] and i >= first_sliding else "full" for i in range(n_layer)
+        ]
     else:
         kinds = ["sliding" if window is not None else "full"] * n_layer
     if "sliding" not in kinds or window is None:

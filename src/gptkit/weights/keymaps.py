@@ -196,7 +196,9 @@ def ours_to_hf(
     out = {}
     for ours, tensor in state.items():
         rule, layer = keymap.rule_for(ours)
-        out.update(zip(rule.hf_names(layer, config.n_experts), rule.to_hf(tensor.detach(), sizes), strict=True))
+        out.update(
+            zip(rule.hf_names(layer, config.n_experts), rule.to_hf(tensor.detach(), sizes), strict=True)
+        )
     return out
 
 

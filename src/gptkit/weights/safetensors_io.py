@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 from gptkit.config import GPT4Config
 from gptkit.errors import ConfigError, ModelNotFoundError, WeightsError
 from gptkit.model.decoder import parameter_shapes
-from gptkit.weights.hf_config import config_from_hf, config_to_hf
 from gptkit.weights.family_keymaps import keymap_for
+from gptkit.weights.hf_config import config_from_hf, config_to_hf
 from gptkit.weights.keymaps import canonical_names, hf_to_ours, ours_to_hf
 
 CONFIG_FILE = "config.json"
