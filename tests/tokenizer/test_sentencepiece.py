@@ -35,9 +35,11 @@ def _vocabulary(drop_bytes: tuple[int, ...] = ()) -> tuple[list[str], list[float
     return tokens, scores, types
 
 
-def _write(path, arch: str, add_space_prefix: bool | None = None, **vocab):
+def _write(path, arch: str, add_space_prefix: bool | None = None, template: str | None = None, **vocab):
     tokens, scores, types = _vocabulary(**vocab)
     writer = gguf.GGUFWriter(str(path), arch)
+    if template is not None:
+        writer.add_chat_template(template)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -124,3 +126,20 @@ def test_missing_byte_tokens_give_unknown(tmp_path):
     ids = ours.encode("a 🙂 b")  # F0 9F 99 82: one byte has no token
     assert ids.count(0) == 1 and ours.decode(ids) == "a <unk> b"
     assert ours.encode("a é b") == llama_cpp_spm("a é b", tokens, scores, types, True)
+
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}"
+    "\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_chat_template_from_the_file(tmp_path):
+    path, tokens, *_ = _write(tmp_path / "spm.gguf", "gemma3", False, template=GEMMA_TEMPLATE)
+    ours = GPT4Tokenizer.from_pretrained(path)
+    text = ours.apply_chat_template(
+        [{"role": "user", "content": " hello "}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<s><start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n"
+    ids = ours.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True)
+    assert ids[:2] == [1, tokens.index(USER)]  # the template's <s> and the user-defined turn marker
