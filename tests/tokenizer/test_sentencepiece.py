@@ -98,6 +98,7 @@ def llama_cpp_spm(text: str, tokens, scores, types, add_space_prefix: bool) -> l
     return out
 
 
+@pytest.mark.transformers_gguf
 @pytest.mark.parametrize(("arch", "prefix"), [("phi3", None), ("gemma2", False)])
 def test_ids_equal_transformers_and_llama_cpp(tmp_path, arch, prefix):
     transformers = pytest.importorskip("transformers")
