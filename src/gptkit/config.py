@@ -1,6 +1,7 @@
 """GPT4Config: one frozen dataclass whose switches describe every supported decoder-only model.
 
-GPT-2, Llama, Qwen2 and Mistral are configurations of the same decoder, never classes. A config comes
+GPT-2, Llama, Qwen2/3, Mistral, Gemma 2/3, Phi-3, OLMo 2, SmolLM3 and the mixture-of-experts models
+(Mixtral, Qwen3-MoE, OLMoE) are configurations of the same decoder, never classes. A config comes
 from a preset (:func:`preset`), from its own dict (:meth:`GPT4Config.from_dict`), or from a model's files:
 gptkit.weights converts to and from a Hugging Face ``config.json`` (``weights.hf_config``) and GGUF
 metadata (``weights.gguf_config``); this module knows no file format.
@@ -32,17 +33,33 @@ class Norm(str, enum.Enum):
 class MLP(str, enum.Enum):
     GELU = "gelu"  # down(gelu(up(x)))
     SWIGLU = "swiglu"  # down(silu(gate(x)) * up(x))
+    GEGLU = "geglu"  # down(gelu(gate(x)) * up(x)) (Gemma), gelu as gelu_approximate says
 
 
-ROPE_SCALING_TYPES = ("linear", "llama3")
+class QKNorm(str, enum.Enum):
+    """RMSNorm of queries and keys before RoPE."""
+
+    NONE = "none"
+    HEAD = "head"  # over each head's head_dim channels, one weight shared by the heads (Qwen3, Gemma 3)
+    FULL = "full"  # over all heads' channels at once, before the split into heads (OLMo 2, OLMoE)
+
+
+LAYER_KINDS = ("full", "sliding")  # per-layer attention: global, or within sliding_window
+
+
+ROPE_SCALING_TYPES = ("linear", "llama3", "longrope", "yarn")
+ENUM_FIELDS = (("positions", Positions), ("norm", Norm), ("mlp", MLP), ("qk_norm", QKNorm))
 # Sanity limits, checked before anything is allocated: far above every released model, far below what
 # would overflow a size computation (a corrupt or hostile config.json / GGUF header fails here, typed).
 SIZE_LIMITS = {
     "vocab_size": 2**22, "n_layer": 2**10, "n_head": 2**10, "n_kv_head": 2**10, "n_embd": 2**16,
     "head_dim": 2**12, "intermediate_size": 2**18, "context_length": 2**24, "sliding_window": 2**24,
+    "n_experts": 2**12, "n_experts_per_token": 2**12, "expert_intermediate_size": 2**18,
 }  # fmt: skip
 MAX_PARAMETERS = 2**40  # about 1.1 trillion
-OPTIONAL_SIZES = frozenset({"n_kv_head", "head_dim", "intermediate_size", "sliding_window"})
+OPTIONAL_SIZES = frozenset(
+    {"n_kv_head", "head_dim", "intermediate_size", "sliding_window", "n_experts", "expert_intermediate_size"}
+)
 
 
 def check_sizes(sizes: dict[str, Any]) -> None:
@@ -85,10 +102,34 @@ class GPT4Config:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # ---- family switches (the defaults give the plain pre-norm decoder above) ----------------------------
+    qk_norm: QKNorm = QKNorm.NONE  # RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3, OLMo 2)
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + weight): 1.0 for Gemma's checkpoints
+    pre_norms: bool = True  # norm the input of attention and MLP (False: OLMo 2)
+    post_norms: bool = False  # norm their output before the residual add (Gemma 2/3, OLMo 2)
+    embed_scale: float | None = None  # token embeddings times this (Gemma: sqrt(n_embd))
+    attn_scale: float | None = (
+        None  # query scale; None -> 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-0.5)
+    )
+    attn_softcap: float | None = None  # attention scores -> cap * tanh(scores / cap) (Gemma 2)
+    final_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+    layer_types: tuple[str, ...] | None = None  # "full"/"sliding" per layer; None: all sliding iff a window
+    no_rope_layers: tuple[int, ...] = ()  # layers without rotary embedding (SmolLM3's NoPE layers)
+    rope_local_theta: float | None = None  # rope_theta of sliding layers, unscaled (Gemma 3); None: the same
+    rotary_dim: int | None = None  # rotate only the first rotary_dim channels of a head (partial rotary)
+    n_experts: int | None = None  # mixture-of-experts MLP with this many experts (None: dense)
+    n_experts_per_token: int = 2  # top-k experts per token
+    expert_intermediate_size: int | None = None  # each expert's hidden width (None: intermediate_size)
+    moe_norm_topk: bool = True  # renormalise the top-k routing weights to sum to 1 (Mixtral, Qwen3-MoE)
+    dense_layers: tuple[int, ...] = ()  # layers with a dense MLP in a MoE model (Qwen3-MoE mlp_only_layers)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # informational (source, quant)
 
     def __post_init__(self) -> None:
-        for name, kind in (("positions", Positions), ("norm", Norm), ("mlp", MLP)):
+        for name in ("layer_types", "no_rope_layers", "dense_layers"):  # lists from JSON -> tuples
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        for name, kind in ENUM_FIELDS:
             value = getattr(self, name)
             try:
                 object.__setattr__(self, name, kind(value))
@@ -111,6 +152,7 @@ class GPT4Config:
                 raise ConfigError(
                     f"rope_scaling type {kind!r} is not supported ({', '.join(ROPE_SCALING_TYPES)})"
                 )
+        self._validate_family_switches()
         if self.gelu_approximate not in ("tanh", "none"):
             raise ConfigError(f"gelu_approximate must be 'tanh' or 'none', got {self.gelu_approximate!r}")
         if self.num_parameters() > MAX_PARAMETERS:
@@ -118,6 +160,32 @@ class GPT4Config:
                 f"the config describes {self.num_parameters():,} parameters, more than gptkit's sanity limit "
                 f"of {MAX_PARAMETERS:,}"
             )
+
+    def _validate_family_switches(self) -> None:
+        """The per-layer lists, rotary width and expert counts must fit the model."""
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.n_layer or not set(self.layer_types) <= set(LAYER_KINDS):
+                raise ConfigError(
+                    f"layer_types must list 'full' or 'sliding' for each of the {self.n_layer} layers, "
+                    f"got {self.layer_types!r}"
+                )
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise ConfigError("layer_types has sliding layers but sliding_window is not set")
+        for name in ("no_rope_layers", "dense_layers"):
+            if any(not isinstance(i, int) or not 0 <= i < self.n_layer for i in getattr(self, name)):
+                raise ConfigError(f"{name} must hold layer indices below n_layer={self.n_layer}")
+        rotary = self.rotary_dim
+        if rotary is not None and not (0 < rotary <= self.dim_per_head and rotary % 2 == 0):
+            raise ConfigError(f"rotary_dim={rotary} must be even and at most head_dim={self.dim_per_head}")
+        if self.n_experts is not None and not 0 < self.n_experts_per_token <= self.n_experts:
+            raise ConfigError(
+                f"n_experts_per_token={self.n_experts_per_token} must be between 1 and "
+                f"n_experts={self.n_experts}"
+            )
+        for name in ("attn_softcap", "final_softcap", "attn_scale", "embed_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"config.{name} must be positive, got {value!r}")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -131,6 +199,33 @@ class GPT4Config:
     @property
     def ffn_dim(self) -> int:
         return self.intermediate_size or 4 * self.n_embd
+
+    @property
+    def expert_ffn_dim(self) -> int:
+        return self.expert_intermediate_size or self.ffn_dim
+
+    @property
+    def rotary_width(self) -> int:
+        """How many channels of each head RoPE rotates."""
+        return self.rotary_dim or self.dim_per_head
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of ``layer`` (None: global attention)."""
+        if self.layer_types is None:
+            return self.sliding_window
+        return self.sliding_window if self.layer_types[layer] == "sliding" else None
+
+    def layer_uses_rope(self, layer: int) -> bool:
+        return self.positions is Positions.ROPE and layer not in self.no_rope_layers
+
+    def layer_is_moe(self, layer: int) -> bool:
+        return self.n_experts is not None and layer not in self.dense_layers
+
+    @property
+    def is_plain(self) -> bool:
+        """No family switch is set: the plain pre-norm block (what the fused native decode block computes)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return all(getattr(self, name) == defaults[name] for name in _FAMILY_FIELDS - {"n_experts_per_token"})
 
     @property
     def has_qkv_bias(self) -> bool:
@@ -154,8 +249,10 @@ class GPT4Config:
     # ---- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for name in ("positions", "norm", "mlp"):
+        for name, _ in ENUM_FIELDS:
             out[name] = getattr(self, name).value
+        for name in ("layer_types", "no_rope_layers", "dense_layers"):
+            out[name] = list(out[name]) if out[name] is not None else None
         return out
 
     @classmethod
@@ -173,13 +270,27 @@ class GPT4Config:
         attn = d * hd * (self.n_head + 2 * self.kv_heads) + self.n_head * hd * d
         attn += (self.n_head + 2 * self.kv_heads) * hd if self.has_qkv_bias else 0
         attn += d if self.bias else 0
-        mlp_in = 2 if self.mlp is MLP.SWIGLU else 1
+        mlp_in = 1 if self.mlp is MLP.GELU else 2
         mlp = (mlp_in + 1) * d * self.ffn_dim + ((mlp_in * self.ffn_dim + d) if self.bias else 0)
+        moe = 0 if self.n_experts is None else self.n_experts * (3 * d * self.expert_ffn_dim + d)
+        n_moe = sum(self.layer_is_moe(i) for i in range(self.n_layer)) if moe and self.n_layer <= 2**10 else 0
         norms = (2 if self.has_norm_bias else 1) * d
-        per_layer = attn + mlp + 2 * norms
+        block_norms = norms * (int(self.pre_norms) + int(self.post_norms))
+        qk = {QKNorm.NONE: 0, QKNorm.HEAD: 2 * hd, QKNorm.FULL: (self.n_head + self.kv_heads) * hd}[
+            self.qk_norm
+        ]
+        per_layer = attn + 2 * block_norms + qk
         embed = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         pos = self.context_length * d if self.positions is Positions.LEARNED else 0
-        return self.n_layer * per_layer + embed + pos + norms
+        mlps = (self.n_layer - n_moe) * mlp + n_moe * moe
+        return self.n_layer * per_layer + mlps + embed + pos + norms
+
+
+_FAMILY_FIELDS = frozenset(
+    {"qk_norm", "norm_offset", "pre_norms", "post_norms", "embed_scale", "attn_scale", "attn_softcap",
+     "final_softcap", "layer_types", "no_rope_layers", "rope_local_theta", "rotary_dim", "n_experts",
+     "n_experts_per_token", "expert_intermediate_size", "moe_norm_topk", "dense_layers"}
+)  # fmt: skip
 
 
 PRESETS: dict[str, dict[str, Any]] = {

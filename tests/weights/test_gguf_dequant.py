@@ -140,7 +140,7 @@ def test_rope_scaling_and_window():
     [
         ({"general.architecture": "mamba"}, "architecture 'mamba' is not supported"),
         ({"llama.rope.dimension_count": 32}, "partial rotary"),
-        ({"llama.rope.scaling.type": "yarn"}, "rope scaling type 'yarn'"),
+        ({"llama.rope.scaling.type": "dynamic"}, "rope scaling type 'dynamic'"),
         ({"llama.block_count": None}, "llama.block_count"),
         ({"llama.embedding_length": 250}, "not divisible"),
     ],

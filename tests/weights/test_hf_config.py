@@ -87,9 +87,12 @@ def test_llama_biases():
         config_from_hf({**LLAMA, "attention_bias": True})
 
 
-def test_gated_mlp_needs_silu():
-    with pytest.raises(ConfigError, match="hidden_act 'gelu'"):
-        config_from_hf({**LLAMA, "hidden_act": "gelu"})
+def test_gated_mlp_activation():
+    """silu gates give SwiGLU, gelu gates GeGLU (what transformers' Llama computes); others are refused."""
+    assert config_from_hf({**LLAMA, "hidden_act": "gelu"}).mlp.value == "geglu"
+    assert config_from_hf({**LLAMA, "hidden_act": "gelu"}).gelu_approximate == "none"
+    with pytest.raises(ConfigError, match="hidden_act 'relu'"):
+        config_from_hf({**LLAMA, "hidden_act": "relu"})
 
 
 def test_qwen2_has_qkv_only_bias_and_optional_window():
@@ -97,10 +100,12 @@ def test_qwen2_has_qkv_only_bias_and_optional_window():
     config = config_from_hf({**qwen, "use_sliding_window": False})
     assert config.qkv_bias and not config.bias and config.sliding_window is None
     assert config_from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 0}).sliding_window == 8
-    with pytest.raises(ConfigError, match="only some layers"):
-        config_from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 1})
-    with pytest.raises(ConfigError, match="only some layers"):
-        config_from_hf({**qwen, "layer_types": ["full_attention", "sliding_attention"]})
+    some = config_from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 1})  # per-layer windows
+    assert some.layer_types == ("full", "sliding") and some.sliding_window == 8
+    mixed = config_from_hf({**qwen, "layer_types": ["full_attention", "sliding_attention"]})
+    assert [mixed.layer_window(i) for i in range(2)] == [None, 8]
+    with pytest.raises(ConfigError, match="layer_types"):
+        config_from_hf({**qwen, "layer_types": ["full_attention", "chunked_attention"]})
 
 
 def test_mistral_window():

@@ -173,8 +173,8 @@ def test_unsupported_model_type(checkpoint):
 
 
 def test_unsupported_rope_scaling(checkpoint):
-    edit_config(checkpoint, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4})
-    with pytest.raises(ConfigError, match=r"rope scaling type 'yarn' is not supported"):
+    edit_config(checkpoint, rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 1e4})
+    with pytest.raises(ConfigError, match=r"rope scaling type 'dynamic' is not supported"):
         load_hf_state(checkpoint)
 
 

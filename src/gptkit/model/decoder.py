@@ -14,7 +14,9 @@ from gptkit.errors import ContextLengthError, WeightsError
 from gptkit.model.attention import AttentionInputs, CausalSelfAttention
 from gptkit.model.cache import KVCache
 from gptkit.model.fused import fused_decode
-from gptkit.model.layers import RotaryEmbedding, make_mlp, make_norm, sinusoidal_table
+from gptkit.model.layers import make_norm, sinusoidal_table
+from gptkit.model.moe import MoEMLP, make_mlp
+from gptkit.model.rope import RotaryEmbedding
 
 IGNORE_INDEX = -100
 
@@ -28,22 +30,32 @@ class CausalLMOutput:
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Residual block: x + post(attn(pre(x))), then x + post(mlp(pre(x))).
+
+    pre-norms only is the usual pre-norm block; Gemma 2/3 have both (sandwich), OLMo 2 post-norms only.
+    """
 
     def __init__(self, config: GPT4Config, layer: int) -> None:
         super().__init__()
-        self.attn_norm = make_norm(config)
+        optional_norm = make_norm if config.pre_norms else lambda _: nn.Identity()
+        self.attn_norm = optional_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.mlp_norm = make_norm(config)
-        self.mlp = make_mlp(config)
+        self.mlp_norm = optional_norm(config)
+        self.mlp = make_mlp(config, layer)
+        if config.post_norms:
+            self.attn_post_norm, self.mlp_post_norm = make_norm(config), make_norm(config)
+        else:
+            self.attn_post_norm = self.mlp_post_norm = nn.Identity()
         self.drop = nn.Dropout(config.dropout)
+        self.fusable = config.is_plain  # the native decode block computes the plain pre-norm block only
 
     def forward(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
-        fused = fused_decode(self, x, inputs)  # one native op for a decode token on quantized weights
-        if fused is not None:
-            return fused
-        x = x + self.drop(self.attn(self.attn_norm(x), inputs))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+        if self.fusable:
+            fused = fused_decode(self, x, inputs)  # one native op for a decode token on quantized weights
+            if fused is not None:
+                return fused
+        x = x + self.drop(self.attn_post_norm(self.attn(self.attn_norm(x), inputs)))
+        return x + self.drop(self.mlp_post_norm(self.mlp(self.mlp_norm(x))))
 
 
 class DecoderLM(nn.Module):
@@ -75,6 +87,10 @@ class DecoderLM(nn.Module):
         device = self.embed.weight.device if not self.embed.weight.is_meta else None
         if self.config.positions is Positions.ROPE:
             self.rotary = RotaryEmbedding(self.config).to(device)
+            if self.config.rope_local_theta is not None:  # sliding layers: their own base, unscaled
+                self.sliding_rotary = RotaryEmbedding(self.config, self.config.rope_local_theta, {}).to(
+                    device
+                )
         if self.config.positions is Positions.SINUSOIDAL:
             table = sinusoidal_table(self.config.context_length, self.config.n_embd).to(device)
             self.register_buffer("sinusoidal", table, persistent=False)
@@ -83,13 +99,18 @@ class DecoderLM(nn.Module):
         """GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
         std = 0.02
         if isinstance(module, nn.Linear):
-            is_residual_out = module in {b.attn.proj for b in self.blocks} | {b.mlp.down for b in self.blocks}
+            outputs = [b.attn.proj for b in self.blocks] + [getattr(b.mlp, "down", None) for b in self.blocks]
+            is_residual_out = any(module is out for out in outputs)
             scale = 1 / math.sqrt(2 * self.config.n_layer) if is_residual_out else 1.0
             nn.init.normal_(module.weight, mean=0.0, std=std * scale)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, MoEMLP):
+            for weight in (module.router.weight, module.gate_up_exps.weight):
+                nn.init.normal_(weight, mean=0.0, std=std)
+            nn.init.normal_(module.down_exps.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
     @classmethod
     def from_state_dict(
@@ -162,11 +183,15 @@ class DecoderLM(nn.Module):
         x = self.norm(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return self.lm_head(x)  # (B, T or logits_to_keep, vocab)
+        logits = self.lm_head(x)  # (B, T or logits_to_keep, vocab)
+        cap = self.config.final_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token embeddings plus absolute position information (learned or sinusoidal), if any."""
         x = self.embed(input_ids)  # (B, T, n_embd)
+        if self.config.embed_scale is not None:  # in the activations' dtype, as Gemma rounds it
+            x = x * torch.tensor(self.config.embed_scale, dtype=x.dtype)
         if self.config.positions is Positions.LEARNED:
             x = x + self.pos_embed(positions)
         elif self.config.positions is Positions.SINUSOIDAL:
@@ -175,6 +200,17 @@ class DecoderLM(nn.Module):
 
     def _rotary(self, positions: torch.Tensor):
         return self.rotary.cos_sin(positions) if self.config.positions is Positions.ROPE else None
+
+    def _sliding_rotary(self, positions: torch.Tensor):
+        return self.sliding_rotary.cos_sin(positions) if hasattr(self, "sliding_rotary") else None
+
+    def _windows(self) -> tuple[int | None, int | None]:
+        """(window of the mask, window of the sliding mask or None when one mask serves every layer)."""
+        if "_mask_windows" not in self.__dict__:
+            windows = {self.config.layer_window(i) for i in range(self.config.n_layer)}
+            single = len(windows) == 1
+            self._mask_windows = (windows.pop(), None) if single else (None, self.config.sliding_window)
+        return self._mask_windows
 
     def _check_positions(self, positions: torch.Tensor) -> None:
         longest = int(positions.max()) + 1 if positions.numel() else 0
@@ -192,12 +228,18 @@ class DecoderLM(nn.Module):
             position_ids = (token_mask.long().cumsum(-1) - 1).clamp(min=0) if padded else steps
         self._check_positions(position_ids)
         needs_mask = padded and not bool(token_mask.all())
-        window = self.config.sliding_window
-        if needs_mask or (window is not None and T > window):
-            mask = _causal_mask(token_mask, position_ids, window)
-        else:
-            mask = None
-        return AttentionInputs(mask=mask, rotary=self._rotary(position_ids)), position_ids
+        full_window, sliding_window = self._windows()
+        masks = []
+        for window, used in ((full_window, True), (sliding_window, sliding_window is not None)):
+            wanted = used and (needs_mask or (window is not None and T > window))
+            masks.append(_causal_mask(token_mask, position_ids, window) if wanted else None)
+        inputs = AttentionInputs(
+            mask=masks[0],
+            rotary=self._rotary(position_ids),
+            sliding_mask=masks[1],
+            sliding_rotary=self._sliding_rotary(position_ids),
+        )
+        return inputs, position_ids
 
     def cached_inputs(
         self, token_mask: torch.Tensor, cache: KVCache, position_ids: torch.Tensor | None = None
@@ -209,9 +251,19 @@ class DecoderLM(nn.Module):
             positions = position_ids
         self._check_positions(positions)
         used = int(cache.next_column.max())
-        mask = cache.attention_mask(columns, positions, used, self.config.sliding_window)
+        window, sliding_window = self._windows()
+        mask = cache.attention_mask(columns, positions, used, window)
+        sliding_mask = None
+        if sliding_window is not None:
+            sliding_mask = cache.attention_mask(columns, positions, used, sliding_window)
         inputs = AttentionInputs(
-            mask, self._rotary(positions), cache=cache, cache_index=cache.flat_index(columns), columns=columns
+            mask,
+            self._rotary(positions),
+            cache=cache,
+            cache_index=cache.flat_index(columns),
+            columns=columns,
+            sliding_mask=sliding_mask,
+            sliding_rotary=self._sliding_rotary(positions),
         )
         return inputs, positions
 

@@ -63,10 +63,17 @@ def build_tokenizer(meta: dict[str, Any], pre_tokenizer: str | None = None) -> T
     if "tokenizer.ggml.tokens" not in meta:
         raise TokenizerError("this GGUF file has no embedded tokenizer (no tokenizer.ggml.tokens)")
     model = meta.get("tokenizer.ggml.model")
+    if model == "llama":  # SentencePiece (Llama 2, Gemma, Phi-3): no pre-tokenizer, scores rank the merges
+        from gptkit.tokenizer.sentencepiece import build_sentencepiece
+
+        tokenizer = build_sentencepiece(meta)
+        tokenizer.post_processor = _post_processor(meta, tokenizer_info(meta))
+        return tokenizer
     if model != "gpt2":
         raise TokenizerError(
             f"unsupported GGUF tokenizer model {model!r} (tokenizer.ggml.model); gptkit supports 'gpt2' "
-            "(byte-level BPE); convert this model's tokenizer.json and load the HF directory instead"
+            "(byte-level BPE) and 'llama' (SentencePiece); convert this model's tokenizer.json and load the "
+            "HF directory instead"
         )
     pre = pre_tokenizer or meta.get("tokenizer.ggml.pre")
     tokenizer = Tokenizer(_byte_level_bpe(meta, ignore_merges=(pre or "") in IGNORE_MERGES))

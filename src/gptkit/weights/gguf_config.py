@@ -11,6 +11,7 @@ from typing import Any
 
 from gptkit.config import GPT4Config, check_sizes
 from gptkit.errors import ConfigError
+from gptkit.weights.gguf_families import FAMILY_ARCHITECTURES, expert_fields, family_fields, longrope_scaling
 
 # Switches that the metadata does not spell out: what each GGUF architecture *is*.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -18,10 +19,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mistral": dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=False),
     "qwen2": dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False, qkv_bias=True),
     "gpt2": dict(positions="learned", norm="layernorm", mlp="gelu", gelu_approximate="tanh", bias=True),
+    **FAMILY_ARCHITECTURES,
 }
 # llama.cpp's converter permutes Q/K rows of these architectures into its interleaved RoPE layout.
-PERMUTED_QK_ARCHITECTURES = frozenset({"llama", "mistral"})
-ROPE_SCALING = {"none": None, "linear": "linear"}
+PERMUTED_QK_ARCHITECTURES = frozenset({"llama", "mistral", "smollm3"})
+ROPE_SCALING = {"none": None, "linear": "linear", "yarn": "yarn"}
 NUMBER = (int, float)
 TOKEN_IDS = {
     "bos_token_id": "bos_token_id",
@@ -42,8 +44,13 @@ def gguf_architecture(metadata: dict[str, Any]) -> str:
     return arch
 
 
-def config_from_gguf(metadata: dict[str, Any], tensor_names: Collection[str] | None = None) -> GPT4Config:
-    """Build a GPT4Config from GGUF key/values; ``tensor_names`` decides tying and biases when given."""
+def config_from_gguf(
+    metadata: dict[str, Any],
+    tensor_names: Collection[str] | None = None,
+    rope_factors: dict[str, list[float]] | None = None,
+) -> GPT4Config:
+    """Build a GPT4Config from GGUF key/values; ``tensor_names`` decides tying, biases and dense layers when
+    given, ``rope_factors`` ({"short": [...], "long": [...]}, Phi-3's LongRoPE tensors) the RoPE scaling."""
     arch = gguf_architecture(metadata)
     key = _reader(metadata, arch)
     n_embd, n_head = key("embedding_length"), key("attention.head_count")
@@ -63,8 +70,11 @@ def config_from_gguf(metadata: dict[str, Any], tensor_names: Collection[str] | N
         extra=_extra(metadata, arch),
         **ARCHITECTURES[arch],
     )
+    fields.update(family_fields(arch, key, fields["n_layer"], n_embd))
+    fields.update(expert_fields(key, tensor_names, fields["n_layer"]))
     if fields["positions"] == "rope":
-        fields.update(_rope_fields(key, head_dim))
+        fields.update(_rope_fields(key, head_dim, arch not in PERMUTED_QK_ARCHITECTURES))
+        fields["rope_scaling"] = longrope_scaling(key, rope_factors) or fields["rope_scaling"]
     if key("attention.value_length", head_dim) != head_dim:
         raise ConfigError(f"{arch}.attention.value_length differs from key_length: unsupported")
     if tensor_names is not None:
@@ -83,7 +93,7 @@ def _reader(metadata: dict[str, Any], arch: str):
                 raise ConfigError(f"GGUF metadata lacks the required key {full!r}")
             return default
         value = metadata[full]
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"GGUF metadata {full!r} has the wrong type: {value!r}")
         return value
 
@@ -125,23 +135,28 @@ def _norm_eps(key) -> float:
     return float(eps)
 
 
-def _rope_fields(key, head_dim: int) -> dict[str, Any]:
-    """rope_theta, rope_scaling and the sliding window; partial rotary is refused."""
+def _rope_fields(key, head_dim: int, partial_allowed: bool) -> dict[str, Any]:
+    """rope_theta, rope_scaling (linear, YaRN) and the rotary width; partial rotary is refused where
+    llama.cpp permutes Q/K (the permutation spans the whole head)."""
     rotary_dims = key("rope.dimension_count", head_dim)
-    if rotary_dims != head_dim:
+    if rotary_dims != head_dim and not (partial_allowed and 0 < rotary_dims < head_dim):
         raise ConfigError(
             f"partial rotary embeddings (rope.dimension_count={rotary_dims}, head_dim={head_dim}) are unsupported"
         )
     kind = key("rope.scaling.type", "none", str)
     if kind not in ROPE_SCALING:
-        raise ConfigError(f"rope scaling type {kind!r} is not supported (supported: none, linear)")
+        raise ConfigError(
+            f"rope scaling type {kind!r} is not supported (supported: {', '.join(ROPE_SCALING)})"
+        )
     scaling = None
     if ROPE_SCALING[kind] is not None:
         scaling = {"type": ROPE_SCALING[kind], "factor": float(key("rope.scaling.factor", kind=NUMBER))}
+    if kind == "yarn":
+        scaling["original_max_position_embeddings"] = key("rope.scaling.original_context_length")
     return dict(
         rope_theta=float(key("rope.freq_base", 10000.0, NUMBER)),
         rope_scaling=scaling,
-        sliding_window=key("attention.sliding_window", None),
+        rotary_dim=rotary_dims if rotary_dims != head_dim else None,
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from gptkit.model.decoder import parameter_shapes
 from gptkit.quant.gguf_dequant import TORCH_DEQUANTIZERS, dequantize
 from gptkit.weights.gguf_config import PERMUTED_QK_ARCHITECTURES, config_from_gguf
 from gptkit.weights.gguf_file import GGUFHeader, TensorInfo, read_header
+from gptkit.weights.gguf_names import ROPE_FACTORS, check_shape, gguf_sources, source_shapes, tensor_kind
 
 Q = GGMLQuantizationType
 NOT_WEIGHTS = frozenset({Q.I8, Q.I16, Q.I32, Q.I64, Q.F64})  # integer/f64 tensors never hold weights
@@ -144,43 +144,6 @@ def _file_bytes(buffer: mmap.mmap, offset: int, n_bytes: int) -> torch.Tensor:
     return torch.frombuffer(buffer, dtype=torch.uint8, count=n_bytes, offset=offset)
 
 
-# ---- GGUF names -> gptkit names ----------------------------------------------------------------------
-# Each of our parameters = row-wise concatenation of the GGUF tensors listed (first alternative present).
-BLOCK_RULES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "attn_norm.{p}": (("attn_norm.{p}",),),
-    "attn.qkv.{p}": (("attn_qkv.{p}",), ("attn_q.{p}", "attn_k.{p}", "attn_v.{p}")),
-    "attn.proj.{p}": (("attn_output.{p}",),),
-    "mlp_norm.{p}": (("ffn_norm.{p}",),),
-    "mlp.gate_up.{p}": (("ffn_gate.{p}", "ffn_up.{p}"),),
-    "mlp.up.{p}": (("ffn_up.{p}",),),
-    "mlp.down.{p}": (("ffn_down.{p}",),),
-}
-GLOBAL_RULES: dict[str, str] = {
-    "embed.weight": "token_embd.weight",
-    "pos_embed.weight": "position_embd.weight",
-    "norm.{p}": "output_norm.{p}",
-    "lm_head.weight": "output.weight",
-}
-_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias)")
-
-
-def gguf_sources(name: str, available: set[str] | dict) -> tuple[str, ...]:
-    """The GGUF tensor names that make up our parameter ``name`` (e.g. blk.3.attn_q/k/v.weight)."""
-    match = _BLOCK_NAME.fullmatch(name)
-    if match:
-        layer, module, kind = match.groups()
-        alternatives = BLOCK_RULES.get(f"{module}.{{p}}")
-        if alternatives is None:
-            raise WeightsError(f"no GGUF mapping for parameter {name!r}")
-        candidates = [tuple(f"blk.{layer}.{s.format(p=kind)}" for s in alt) for alt in alternatives]
-        return next((c for c in candidates if all(s in available for s in c)), candidates[-1])
-    module, _, kind = name.rpartition(".")
-    source = GLOBAL_RULES.get(name) or GLOBAL_RULES.get(f"{module}.{{p}}")
-    if source is None:
-        raise WeightsError(f"no GGUF mapping for parameter {name!r}")
-    return (source.format(p=kind),)
-
-
 def unpermute_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's Q/K permute (interleaved RoPE pairs -> HF's rotate-half halves); rows = heads*head_dim."""
     head_dim = w.shape[0] // n_head
@@ -197,35 +160,6 @@ def _row_transforms(arch: str, config: GPT4Config) -> dict[str, Callable[[torch.
     }
 
 
-def _source_shapes(config: GPT4Config) -> dict[str, tuple[int, ...]]:
-    """The shape the config implies for every GGUF weight kind (a bias has the weight's first dim)."""
-    d, hd, f = config.n_embd, config.dim_per_head, config.ffn_dim
-    q, kv = config.n_head * hd, config.kv_heads * hd
-    return {
-        "token_embd": (config.vocab_size, d), "position_embd": (config.context_length, d),
-        "output": (config.vocab_size, d), "output_norm": (d,), "attn_norm": (d,), "ffn_norm": (d,),
-        "attn_q": (q, d), "attn_k": (kv, d), "attn_v": (kv, d), "attn_qkv": (q + 2 * kv, d),
-        "attn_output": (d, q), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f),
-    }  # fmt: skip
-
-
-def _kind(gguf_name: str) -> tuple[str, str]:
-    """``blk.3.attn_q.weight`` -> (``attn_q``, ``weight``)."""
-    parts = gguf_name.split(".")
-    return parts[-2], parts[-1]
-
-
-def _check_shape(tensor: GGUFTensor, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Refuse a GGUF tensor whose shape disagrees with the metadata."""
-    kind, suffix = _kind(tensor.name)
-    expected = shapes[kind] if suffix == "weight" else shapes[kind][:1]
-    if tensor.shape != expected:
-        raise WeightsError(
-            f"tensor {tensor.name!r} has shape {tensor.shape} (GGUF dims {tuple(reversed(tensor.shape))}), "
-            f"but the metadata implies {expected}"
-        )
-
-
 def _check_block_count(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> None:
     """block_count must match the ``blk.N`` tensors (checked before a model of that depth is built)."""
     blocks = {name.split(".")[1] for name in tensors if name.startswith("blk.")}
@@ -237,24 +171,28 @@ def _check_block_count(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> No
         )
 
 
-def _plan(config: GPT4Config, tensors: dict[str, GGUFTensor]) -> dict[str, tuple[GGUFTensor, ...]]:
+def _plan(
+    config: GPT4Config, tensors: dict[str, GGUFTensor], arch: str | None = None
+) -> dict[str, tuple[GGUFTensor, ...]]:
     """Our name -> the GGUF tensors it is made of; refuses missing, unknown and mis-shaped tensors."""
     _check_block_count(config, tensors)
-    plan = {name: gguf_sources(name, tensors) for name in parameter_shapes(config)}
+    plan = {name: gguf_sources(name, tensors, arch) for name in parameter_shapes(config)}
     missing = sorted(
         f"{s} (for {name})" for name, sources in plan.items() for s in sources if s not in tensors
     )
     if missing:
         raise WeightsError(f"GGUF file lacks tensors the config needs: {', '.join(missing[:5])}")
     used = {s for sources in plan.values() for s in sources}
+    if config.rope_scaling and config.rope_scaling.get("rope_type") == "longrope":
+        used |= set(ROPE_FACTORS.values())
     unknown = sorted(set(tensors) - used)
     if unknown:
         raise WeightsError(
             f"GGUF file has tensors gptkit does not know for this config: {', '.join(unknown[:5])}"
         )
-    shapes = _source_shapes(config)
+    shapes = source_shapes(config, arch)
     for tensor in tensors.values():
-        _check_shape(tensor, shapes)
+        check_shape(tensor, shapes)
     return {name: tuple(tensors[s] for s in sources) for name, sources in plan.items()}
 
 
@@ -263,9 +201,14 @@ def _build(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) -> 
     parts = []
     for tensor in sources:
         values = tensor.dequantize()
-        transform = transforms.get(_kind(tensor.name)[0])
+        transform = transforms.get(tensor_kind(tensor.name)[0])
         parts.append(transform(values) if transform else values)
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=_join_dim(sources))
+
+
+def _join_dim(sources: tuple[GGUFTensor, ...]) -> int:
+    """Parts are stacked along rows: dim 0 of 2-D weights, dim 1 of 3-D expert tables (E, rows, C)."""
+    return 1 if len(sources[0].shape) == 3 else 0
 
 
 def open_gguf_state(
@@ -281,8 +224,8 @@ def open_gguf_state(
     arch = metadata.get("general.architecture")
     if f"{arch}.vocab_size" not in metadata and "token_embd.weight" in tensors:
         metadata[f"{arch}.vocab_size"] = tensors["token_embd.weight"].shape[0]  # the table is the truth
-    config = config_from_gguf(metadata, tensor_names=set(tensors))
-    plan = _plan(config, tensors)
+    config = config_from_gguf(metadata, tensor_names=set(tensors), rope_factors=_rope_factors(tensors))
+    plan = _plan(config, tensors, arch)
     transforms = _row_transforms(arch, config)
     shapes = {name: _stacked_shape(sources) for name, sources in plan.items()}
 
@@ -343,7 +286,7 @@ def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) ->
     for tensor in sources:
         parts.append(tensor.data.view(tensor.shape[0], -1))  # (N_i, row_bytes): a view of the file
         index = torch.arange(tensor.shape[0])
-        transform = transforms.get(_kind(tensor.name)[0])
+        transform = transforms.get(tensor_kind(tensor.name)[0])
         orders.append((transform(index) if transform else index) + offset)
         offset += tensor.shape[0]
     order = torch.cat(orders)
@@ -354,7 +297,20 @@ def _blocks(sources: tuple[GGUFTensor, ...], transforms: dict[str, Callable]) ->
 
 def _stacked_shape(sources: tuple[GGUFTensor, ...]) -> tuple[int, ...]:
     """The shape of the row-wise concatenation of ``sources``."""
-    return (sum(t.shape[0] for t in sources), *sources[0].shape[1:])
+    dim, first = _join_dim(sources), sources[0].shape
+    return (*first[:dim], sum(t.shape[dim] for t in sources), *first[dim + 1 :])
+
+
+def _rope_factors(tensors: dict[str, GGUFTensor]) -> dict[str, list[float]] | None:
+    """Phi-3's LongRoPE factors (small float tensors), or None when the file has none."""
+    if not all(name in tensors for name in ROPE_FACTORS.values()):
+        return None
+    values = {}
+    for kind, name in ROPE_FACTORS.items():
+        if len(tensors[name].shape) != 1 or tensors[name].shape[0] > 2**12:
+            raise WeightsError(f"tensor {name!r} has shape {tensors[name].shape}, expected a short vector")
+        values[kind] = tensors[name].dequantize().tolist()
+    return values
 
 
 def load_gguf_state(path: str | Path) -> tuple[GPT4Config, dict[str, torch.Tensor]]:

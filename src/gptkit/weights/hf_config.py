@@ -1,7 +1,9 @@
-"""Hugging Face ``config.json`` <-> GPT4Config, for the GPT-2, Llama, Qwen2 and Mistral families.
+"""Hugging Face ``config.json`` <-> GPT4Config, for GPT-2, Llama, Qwen2/3, Mistral, Gemma 2/3, Phi-3,
+OLMo 2, SmolLM3, Mixtral, Qwen3-MoE and OLMoE.
 
 Everything is derived from the fields; ``model_type`` only chooses the field-name dialect, the family's
-fixed traits (e.g. Qwen2's q/k/v-only bias) and, in :mod:`gptkit.weights.keymaps`, the tensor names.
+fixed traits (e.g. Qwen2's q/k/v-only bias, Gemma's (1 + w) norms: :mod:`gptkit.weights.hf_families`)
+and, in :mod:`gptkit.weights.family_keymaps`, the tensor names. Saving goes to gpt2/llama/qwen2/mistral.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ import torch
 
 from gptkit.config import MLP, ROPE_SCALING_TYPES, GPT4Config, Norm, Positions, check_sizes
 from gptkit.errors import ConfigError
+from gptkit.weights.hf_families import (
+    FAMILY_TRAITS,
+    family_fields,
+    gate_activation_fields,
+    layer_window_fields,
+    split_rope_parameters,
+)
 
 GELU_TANH_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all the tanh approximation
 GELU_EXACT_NAMES = ("gelu",)
-SWIGLU_ACTS = ("silu", "swish")
 GPT2_REQUIRED_SWITCHES = {  # switch -> the only value gptkit computes
     "scale_attn_weights": True,
     "scale_attn_by_inverse_layer_idx": False,
@@ -64,6 +72,16 @@ DIALECTS: dict[str, Dialect] = {
     ),
     "mistral": Dialect("mistral", "MistralForCausalLM", ROPE_NAMES, ROPE_DEFAULTS, ROPE_SHAPE),
 }
+FAMILY_ARCHITECTURES = {
+    "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "olmoe": "OlmoeForCausalLM",
+    "phi3": "Phi3ForCausalLM", "smollm3": "SmolLM3ForCausalLM", "mixtral": "MixtralForCausalLM",
+}  # fmt: skip
+GEMMA_DEFAULTS = {**ROPE_DEFAULTS, "tie_word_embeddings": True}  # Gemma ties its embeddings by default
+for _model_type, _architecture in FAMILY_ARCHITECTURES.items():
+    _defaults = GEMMA_DEFAULTS if _model_type.startswith("gemma") else ROPE_DEFAULTS
+    DIALECTS[_model_type] = Dialect(_model_type, _architecture, ROPE_NAMES, _defaults, ROPE_SHAPE)
+assert set(FAMILY_TRAITS) == set(FAMILY_ARCHITECTURES)
 
 
 # ---- config.json -> GPT4Config --------------------------------------------------------------------------
@@ -76,10 +94,11 @@ def config_from_hf(hf: dict[str, Any]) -> GPT4Config:
     if dialect.learned_positions:
         fields.update(_gpt2_switches(hf))
     else:
-        fields.update(_rope_fields(hf))
+        fields.update(_rope_fields(hf, fields))
         fields.update(_rope_family_biases(hf, dialect))
-        fields["sliding_window"] = _sliding_window(hf, fields["n_layer"])
-        _require_silu(hf)
+        fields.update(layer_window_fields(hf, fields["n_layer"]))
+        fields.update(gate_activation_fields(hf))
+        fields.update(family_fields(hf, dialect.model_type, fields["n_layer"], fields["n_embd"]))
     fields.update(
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", dialect.defaults["tie_word_embeddings"])),
         bos_token_id=hf.get("bos_token_id"),
@@ -131,19 +150,27 @@ def _gpt2_switches(hf: dict[str, Any]) -> dict[str, Any]:
     raise ConfigError(f"GPT-2 activation_function {activation!r} is not supported ({supported})")
 
 
-def _rope_fields(hf: dict[str, Any]) -> dict[str, Any]:
-    """rope_theta and rope_scaling from transformers-5 ``rope_parameters`` or the older top-level keys."""
-    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
+def _rope_fields(hf: dict[str, Any], sizes: dict[str, Any]) -> dict[str, Any]:
+    """rope_theta, rope_scaling, partial rotary and a local base from transformers-5 ``rope_parameters``
+    (nested per layer type for Gemma 3) or the older top-level keys."""
+    params, local_theta = split_rope_parameters(hf)
     theta = params.pop("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.pop("rope_type", params.pop("type", "default"))
-    if params.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ConfigError(f"partial_rotary_factor={params['partial_rotary_factor']} is not supported")
-    params.pop("partial_rotary_factor", None)
+    partial = params.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    head_dim = sizes.get("head_dim") or sizes["n_embd"] // sizes["n_head"]
+    fields: dict[str, Any] = {
+        "rope_theta": float(theta),
+        "rope_scaling": None,
+        "rotary_dim": int(head_dim * partial) if partial != 1.0 else None,
+        "rope_local_theta": float(local_theta) if local_theta is not None else None,
+    }
     if kind == "default":
-        return {"rope_theta": float(theta), "rope_scaling": None}
+        return fields
     if kind not in ROPE_SCALING_TYPES:
         raise ConfigError(f"rope scaling type {kind!r} is not supported ({', '.join(ROPE_SCALING_TYPES)})")
-    return {"rope_theta": float(theta), "rope_scaling": {"rope_type": kind, **params}}
+    if kind in ("longrope", "yarn") and hf.get("original_max_position_embeddings"):  # Phi-3 keeps it outside
+        params["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+    return {**fields, "rope_scaling": {"rope_type": kind, **params}}
 
 
 def _rope_family_biases(hf: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
@@ -156,30 +183,6 @@ def _rope_family_biases(hf: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
         )
     qkv = attention or dialect.implicit_qkv_bias
     return {"bias": attention, "qkv_bias": None if qkv == attention else qkv}
-
-
-def _sliding_window(hf: dict[str, Any], n_layer: int) -> int | None:
-    """One window for every layer, from layer_types, Qwen2's use_sliding_window or Mistral's sliding_window."""
-    window = hf.get("sliding_window")
-    if "layer_types" in hf and hf["layer_types"] is not None:
-        sliding = [kind == "sliding_attention" for kind in hf["layer_types"]]
-    elif "use_sliding_window" in hf:
-        first_sliding = hf.get("max_window_layers") or 0
-        sliding = [bool(hf["use_sliding_window"]) and i >= first_sliding for i in range(n_layer)]
-    else:
-        sliding = [window is not None] * n_layer
-    if all(sliding) and window is not None:
-        return int(window)
-    if not any(sliding):
-        return None
-    raise ConfigError("sliding-window attention on only some layers is not supported (layer_types is mixed)")
-
-
-def _require_silu(hf: dict[str, Any]) -> None:
-    """SwiGLU needs silu as the gate activation."""
-    act = hf.get("hidden_act", "silu")
-    if act not in SWIGLU_ACTS:
-        raise ConfigError(f"hidden_act {act!r} is not supported for a gated MLP (needs silu)")
 
 
 def _canonical_sizes(fields: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +219,11 @@ def config_to_hf(config: GPT4Config, dtype: torch.dtype | str = torch.float32) -
 
 def family_for(config: GPT4Config) -> str:
     """The Hugging Face model_type that can express ``config`` (gpt2, llama, qwen2 or mistral)."""
+    if not config.is_plain:
+        raise ConfigError(
+            "saving a model that uses the newer family switches (QK-norm, post-norms, soft-caps, experts, ...) "
+            "as a Hugging Face checkpoint is not supported; gptkit saves gpt2, llama, qwen2 and mistral"
+        )
     shape = (config.positions, config.norm, config.mlp)
     if shape == (Positions.LEARNED, Norm.LAYERNORM, MLP.GELU):
         return _check_gpt2(config)

@@ -16,7 +16,6 @@ import torch
 
 from gptkit.config import GPT4Config
 from gptkit.errors import WeightsError
-from gptkit.weights.hf_config import family_for
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -29,25 +28,38 @@ class Rule:
     hf: tuple[str, ...]  # one name, or several stacked along dim 0 in this order
     transpose: bool = False  # Hugging Face stores the transpose (GPT-2 Conv1D: (in, out))
     split: tuple[str, ...] = ()  # size names (see part_sizes) of the stacked parts
+    experts: bool = False  # names hold {e}: one set of tensors per expert, stacked along a new dim 0
 
-    def hf_names(self, layer: str | None) -> list[str]:
-        """The Hugging Face names for one layer (or for a non-layer parameter)."""
-        return [name.replace("{i}", layer) if layer is not None else name for name in self.hf]
+    def hf_names(self, layer: str | None, n_experts: int | None = None) -> list[str]:
+        """The Hugging Face names for one layer (or for a non-layer parameter); per expert, in order."""
+        names = [name.replace("{i}", layer) if layer is not None else name for name in self.hf]
+        if not self.experts:
+            return names
+        return [name.replace("{e}", str(e)) for e in range(n_experts or 0) for name in names]
 
     def hf_shapes(self, ours_shape: tuple[int, ...], sizes: dict[str, int]) -> list[tuple[int, ...]]:
         """The Hugging Face shapes that make up a parameter of shape ``ours_shape``."""
+        if self.experts:
+            one = Rule(self.ours, self.hf, self.transpose, self.split)
+            return one.hf_shapes(ours_shape[1:], sizes) * ours_shape[0]
         if self.split:
             return [(sizes[s], *ours_shape[1:]) for s in self.split]
         return [tuple(reversed(ours_shape)) if self.transpose else tuple(ours_shape)]
 
     def to_ours(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """Combine the Hugging Face tensor(s) into our parameter."""
+        if self.experts:
+            one, k = Rule(self.ours, self.hf, self.transpose, self.split), len(self.hf)
+            return torch.stack([one.to_ours(parts[e : e + k]) for e in range(0, len(parts), k)])
         if self.split:
             return torch.cat(parts, dim=0)
         return parts[0].t().contiguous() if self.transpose else parts[0]
 
     def to_hf(self, tensor: torch.Tensor, sizes: dict[str, int]) -> list[torch.Tensor]:
         """Our parameter as the Hugging Face tensor(s): contiguous, sharing no storage."""
+        if self.experts:
+            one = Rule(self.ours, self.hf, self.transpose, self.split)
+            return [part for expert in tensor for part in one.to_hf(expert, sizes)]
         if self.split:
             return [part.clone() for part in tensor.split([sizes[s] for s in self.split], dim=0)]
         return [tensor.t().contiguous() if self.transpose else tensor.contiguous()]
@@ -140,17 +152,13 @@ LLAMA = KeyMap(
 KEYMAPS: dict[str, KeyMap] = {"gpt2": GPT2, "llama": LLAMA, "qwen2": LLAMA, "mistral": LLAMA}
 
 
-def keymap_for(config: GPT4Config) -> KeyMap:
-    """The key map of the Hugging Face family that expresses ``config``."""
-    return KEYMAPS[family_for(config)]
-
-
 def part_sizes(config: GPT4Config) -> dict[str, int]:
     """Row counts of fused parts: queries, keys/values and each half of gate_up."""
     return {
         "q_dim": config.n_head * config.dim_per_head,
         "kv_dim": config.kv_heads * config.dim_per_head,
         "ffn_dim": config.ffn_dim,
+        "expert_dim": config.expert_ffn_dim,
     }
 
 
@@ -169,7 +177,7 @@ def hf_to_ours(
     """
     names = canonical_names(keymap, hf_shapes)
     plan = {ours: keymap.rule_for(ours) for ours in expected}
-    wanted = {ours: rule.hf_names(layer) for ours, (rule, layer) in plan.items()}
+    wanted = {ours: rule.hf_names(layer, config.n_experts) for ours, (rule, layer) in plan.items()}
     _check_complete(keymap, config, names, wanted)
     sizes = part_sizes(config)
     state = {}
@@ -188,7 +196,9 @@ def ours_to_hf(
     out = {}
     for ours, tensor in state.items():
         rule, layer = keymap.rule_for(ours)
-        out.update(zip(rule.hf_names(layer), rule.to_hf(tensor.detach(), sizes), strict=True))
+        out.update(
+            zip(rule.hf_names(layer, config.n_experts), rule.to_hf(tensor.detach(), sizes), strict=True)
+        )
     return out
 
 

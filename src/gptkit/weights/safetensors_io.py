@@ -21,8 +21,9 @@ from safetensors.torch import save_file
 from gptkit.config import GPT4Config
 from gptkit.errors import ConfigError, ModelNotFoundError, WeightsError
 from gptkit.model.decoder import parameter_shapes
+from gptkit.weights.family_keymaps import keymap_for
 from gptkit.weights.hf_config import config_from_hf, config_to_hf
-from gptkit.weights.keymaps import canonical_names, hf_to_ours, keymap_for, ours_to_hf
+from gptkit.weights.keymaps import canonical_names, hf_to_ours, ours_to_hf
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -56,7 +57,7 @@ def open_hf_state(
 
     def read(ours: str) -> torch.Tensor:
         rule, layer = keymap.rule_for(ours)
-        names = [in_file[name] for name in rule.hf_names(layer)]
+        names = [in_file[name] for name in rule.hf_names(layer, config.n_experts)]
         return rule.to_ours([_read_tensor(files[location[name]], name) for name in names])
 
     return config, dict(expected), read
