@@ -43,6 +43,10 @@ class GenerationConfig:
     seed: int | None = None  # seeds a private torch.Generator for sampling
     return_dict_in_generate: bool = False
     output_scores: bool = False
+    # speculative decoding (gptkit.generation.speculative), under transformers' names:
+    prompt_lookup_num_tokens: int | None = None  # draft this many tokens per step by n-gram lookup
+    max_matching_ngram_size: int | None = None  # the longest n-gram the lookup matches (None -> 2)
+    num_assistant_tokens: int | None = None  # tokens per step from generate(assistant_model=...) (None -> 20)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -129,6 +133,8 @@ def _validate(c: GenerationConfig) -> None:
     _check_int(c, "num_return_sequences", minimum=1)
     _check_optional_int(c, "seed", minimum=None)
     _check_optional_int(c, "pad_token_id", minimum=0)
+    for name in ("prompt_lookup_num_tokens", "max_matching_ngram_size", "num_assistant_tokens"):
+        _check_optional_int(c, name, minimum=1)
     for name in ("do_sample", "return_dict_in_generate", "output_scores"):
         if not isinstance(getattr(c, name), bool):
             raise GenerationError(f"{name} must be True or False, got {getattr(c, name)!r}")
@@ -193,6 +199,8 @@ def _check_beam_counts(c: GenerationConfig) -> None:
             f"num_return_sequences={c.num_return_sequences} needs sampling (do_sample=True) or beam search "
             "(num_beams > 1): greedy decoding returns one sequence per prompt"
         )
+    if c.num_beams > 1 and c.prompt_lookup_num_tokens is not None:
+        raise GenerationError("prompt_lookup_num_tokens (speculative decoding) needs num_beams=1")
     if c.num_beams > 1 and c.num_return_sequences > c.num_beams:
         raise GenerationError(
             f"num_return_sequences={c.num_return_sequences} must be <= num_beams={c.num_beams} for beam search"
