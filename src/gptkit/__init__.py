@@ -27,6 +27,7 @@ __all__ = [
     "GPT4Config",
     "GPT4LMHeadModel",
     "GPT4Tokenizer",
+    "load",
     "pipeline",
     "preset",
     "GPTKitError",
@@ -45,8 +46,9 @@ __all__ = [
 __getattr__ = lazy_getattr(
     __name__,
     {
-        "GPT4LMHeadModel": "gptkit.model.decoder",
+        "GPT4LMHeadModel": "gptkit.modeling",
         "GPT4Tokenizer": "gptkit.tokenizer",
+        "load": "gptkit.loader",
         "pipeline": "gptkit.tasks.factory",
     },
 )

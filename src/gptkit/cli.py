@@ -15,24 +15,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gptkit.errors import GPTKitError
+from gptkit.options import (
+    MODEL_HELP,
+    Parser,
+    UsageError,
+    add_model_options,
+    load_from_args,
+    positive_int,
+)
 from gptkit.registry import DEFAULT_MODEL
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog"
-# gptkit.quant.SCHEMES' names, listed here so that building the parser does not import torch
-QUANTIZE_CHOICES = ("gguf", "none", "int8", "int4", "int4-g64", "int4-g128")
-QUANTIZE_HELP = (
-    "default: a quantized GGUF keeps its blocks on the native kernels (gguf); none: float weights "
-    "(with --dtype float32: the exact reference path); int8 / int4 (-g64/-g128): re-quantized linears"
-)
-COMPILE_HELP = (
-    "torch.compile the decode step: about a minute and a half to start the first time (seconds once "
-    "cached), then ~2x faster decoding; decodes eagerly if compiling fails"
-)
-DTYPE_HELP = (
-    "float32 (with --quantize none or alone: the exact reference path) or bfloat16; default: a quantized "
-    "GGUF runs its blocks on the native kernels, other models bf16 where the CPU has it (float16 is refused)"
-)
-# Modules that add subcommands: each defines `register(subparsers)`. A module not written yet is skipped.
+# Modules that add subcommands: each defines `register(subparsers)`.
 COMMAND_MODULES = (
     "gptkit.train.commands",  # data prepare, tokenizer train, train, finetune
     "gptkit.tasks.commands",  # task
@@ -43,93 +37,13 @@ COMMAND_MODULES = (
 )
 
 
-class UsageError(GPTKitError):
-    """A command-line argument is invalid by itself (exit status 2)."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with gptkit's error rule: one line on stderr, exit status 2 (see the module docstring)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _bounded_int(text, 1, None, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _bounded_int(text, 0, None, "an integer >= 0")
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in (0, 1]."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0..65535 (0: any free port)."""
-    return _bounded_int(text, 0, 65535, "a port number from 0 to 65535")
-
-
-def _bounded_int(text: str, low: int, high: int | None, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-    return value
-
-
-DTYPES = {
-    "auto": None,  # the default path (see DTYPE_HELP)
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
-
-
-def dtype_name(text: str) -> str | None:
-    """argparse type: float32 or bfloat16 (and their short names); float16 is refused."""
-    if text.lower() in DTYPES:
-        return DTYPES[text.lower()]
-    if text.lower() in ("float16", "fp16", "half"):
-        raise argparse.ArgumentTypeError(
-            "float16 is not supported: CPUs compute it very slowly and the models give degenerate output "
-            "in it; use bfloat16 (half the memory of float32) or float32"
-        )
-    raise argparse.ArgumentTypeError(f"must be float32 or bfloat16, got {text!r}")
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate a continuation of a prompt, streaming tokens as they come."""
-    from gptkit.model.decoder import GPT4LMHeadModel
-    from gptkit.tokenizer import GPT4Tokenizer
-
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     if not prompt.strip():
         raise UsageError("the prompt is empty: pass it as an argument or on stdin")
     options = _generation_options(args)  # every argument checked before anything is loaded or printed
-    tokenizer = GPT4Tokenizer.from_pretrained(args.model)
-    model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
+    model, tokenizer = load_from_args(args)
     if args.chat:
         messages = [{"role": "user", "content": prompt}]
         input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
@@ -210,7 +124,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Check a model's files and describe it: family, parameters, quantization, context length, tokenizer."""
-    from gptkit.weights.loading import describe
+    from gptkit.loader import describe
 
     for key, value in describe(args.model, metadata_only=args.metadata_only).items():
         print(f"{key:>17}: {value}")
@@ -220,7 +134,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help=cmd_generate.__doc__, description=cmd_generate.__doc__)
     p.add_argument("prompt", nargs="?", help="prompt text (read from stdin when omitted)")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory")
+    add_model_options(p)
     p.add_argument(
         "--max-new-tokens", "-n", type=positive_int, default=50, help="tokens to generate (default 50)"
     )
@@ -233,8 +147,6 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     p.set_defaults(func=cmd_generate)
 
 
@@ -249,9 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("info", help=cmd_info.__doc__, description=cmd_info.__doc__)
-    p.add_argument(
-        "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
-    )
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument(
         "--metadata-only",
         action="store_true",
@@ -259,20 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_info)
     for name in COMMAND_MODULES:
-        module = _optional_module(name)
-        if module is not None:
-            module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
-
-
-def _optional_module(name: str):
-    """Import a subcommand module, or None when that module does not exist (yet)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,16 @@
 """GPT4Config: one frozen dataclass whose switches describe every supported decoder-only model.
 
 GPT-2, Llama, Qwen2 and Mistral are configurations of the same decoder, never classes. A config comes
-from a Hugging Face ``config.json`` (:meth:`GPT4Config.from_hf_config`), from GGUF metadata
-(:meth:`GPT4Config.from_gguf_metadata`) or from a preset (:func:`preset`).
+from a preset (:func:`preset`), from its own dict (:meth:`GPT4Config.from_dict`), or from a model's files:
+gptkit.weights converts to and from a Hugging Face ``config.json`` (``weights.hf_config``) and GGUF
+metadata (``weights.gguf_config``); this module knows no file format.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gptkit.errors import ConfigError
@@ -166,28 +165,6 @@ class GPT4Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**data)
-
-    @classmethod
-    def from_hf_config(cls, hf: dict[str, Any] | str | Path) -> GPT4Config:
-        """Build from a Hugging Face ``config.json`` (dict or path)."""
-        from gptkit.weights.hf_config import config_from_hf
-
-        if not isinstance(hf, dict):
-            hf = json.loads(Path(hf).read_text())
-        return config_from_hf(hf)
-
-    def to_hf_config(self) -> dict[str, Any]:
-        """The Hugging Face ``config.json`` for this architecture (GPT-2, Llama, Qwen2 or Mistral)."""
-        from gptkit.weights.hf_config import config_to_hf
-
-        return config_to_hf(self)
-
-    @classmethod
-    def from_gguf_metadata(cls, metadata: dict[str, Any]) -> GPT4Config:
-        """Build from GGUF key/value metadata (``{arch}.block_count`` etc.)."""
-        from gptkit.weights.gguf_config import config_from_gguf
-
-        return config_from_gguf(metadata)
 
     # ---- counting ------------------------------------------------------------------------------
     def num_parameters(self) -> int:

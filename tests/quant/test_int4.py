@@ -126,7 +126,8 @@ def test_an_int4_layer_round_trips_through_its_state_dict():
 
 
 def test_the_cli_offers_every_quantization_scheme():
-    from gptkit.cli import QUANTIZE_CHOICES, build_parser
+    from gptkit.cli import build_parser
+    from gptkit.options import QUANTIZE_CHOICES
     from gptkit.quant import SCHEMES
 
     assert QUANTIZE_CHOICES == ("gguf", "none", *SCHEMES)  # the file's blocks, float weights, re-quantized

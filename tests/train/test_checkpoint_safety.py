@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train import TrainConfig, TrainingDivergedError, train
 from gptkit.train.checkpoint import (
     WRITE_DELAY_ENV,

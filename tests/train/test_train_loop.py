@@ -10,7 +10,7 @@ from conftest import tiny_config, write_char_shards
 
 from gptkit.config import preset
 from gptkit.data.shards import DataError
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train import train
 from gptkit.train.export import export_checkpoint
 from gptkit.train.metrics import bits_per_byte, flops_per_token

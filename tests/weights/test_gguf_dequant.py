@@ -11,10 +11,11 @@ from test_gguf_builders import ALL_TYPES, llama_metadata, llama_shapes, write_gg
 
 from gptkit.config import MLP, Norm, Positions
 from gptkit.errors import ConfigError
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
+from gptkit.quant.gguf_dequant import dequantize
 from gptkit.weights.gguf_config import config_from_gguf
 from gptkit.weights.gguf_file import read_header, read_metadata
-from gptkit.weights.gguf_io import dequantize, iter_gguf_tensors, load_gguf_state, unpermute_rows
+from gptkit.weights.gguf_io import iter_gguf_tensors, load_gguf_state, unpermute_rows
 
 
 @pytest.fixture(scope="module", params=ALL_TYPES, ids=lambda t: t.name)

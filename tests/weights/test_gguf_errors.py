@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from test_gguf_builders import write_tiny_llama
 
 from gptkit.errors import ConfigError, GPTKitError, UnsupportedTensorTypeError, WeightsError
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.weights.gguf_file import read_header
 from gptkit.weights.gguf_io import load_gguf_state
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_gguf_builders import hf_gpt2_to_gguf, hf_llama_to_gguf, hf_metadata, write_gguf
 
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.weights.gguf_io import load_gguf_state
 
 transformers = pytest.importorskip("transformers")

@@ -154,7 +154,6 @@ def test_round_trip(name):
     hf = config_to_hf(config)
     assert hf["model_type"] == name.split("-")[0] == family_for(config)
     assert config_from_hf(hf) == config
-    assert GPT4Config.from_hf_config(config.to_hf_config()) == config
 
 
 @pytest.mark.parametrize("name", list(ROUND_TRIPS))

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gptkit.cli import DTYPE_HELP, dtype_name, fraction, positive_float, positive_int
-from gptkit.registry import DEFAULT_MODEL
+from gptkit.options import add_model_options, fraction, load_options, positive_float, positive_int
 
 SCORING_BATCH_SIZE = 16  # gptkit.eval.loglik.SCORING_BATCH_SIZE, without importing torch for --help
 
@@ -28,15 +27,12 @@ def _common(
     parser: argparse.ArgumentParser, *, rows: bool = True, batch_size: int = SCORING_BATCH_SIZE
 ) -> None:
     """Options every evaluation takes."""
-    parser.add_argument(
-        "--model", "-m", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
-    )
-    parser.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
+    add_model_options(parser)
     parser.add_argument("--output", "-o", help="write the result as JSON to this file")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=batch_size,
         help=f"sequences per forward pass (default {batch_size})",
     )
@@ -48,13 +44,6 @@ def _common(
     )
     if rows:
         parser.add_argument("--strict", action="store_true", help="stop at the first malformed row")
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
 
 
 def _add_perplexity(evals: argparse._SubParsersAction) -> None:
@@ -205,7 +194,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     for path in getattr(args, "files", None) or [args.file]:
         if not Path(path).is_file():
             raise EvalDataError(f"{path}: no such file")
-    result = args.evaluate(load_model(args.model, args.dtype), args)
+    result = args.evaluate(load_model(args.model, **load_options(args)), args)
     data = result.to_dict()
     if args.output:
         write_json(data, args.output)

@@ -36,13 +36,11 @@ class LoadedModel:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
 
-def load_model(name: str, dtype: str | None = None) -> LoadedModel:
-    """Load a model and its tokenizer by registered name or path."""
-    from gptkit.model.decoder import GPT4LMHeadModel
-    from gptkit.tokenizer import GPT4Tokenizer
+def load_model(name: str, **options: Any) -> LoadedModel:
+    """Load a model and its tokenizer by registered name or path (options: gptkit.load's)."""
+    from gptkit.loader import load
 
-    model = GPT4LMHeadModel.from_pretrained(name, dtype=dtype)
-    return LoadedModel(model.eval(), GPT4Tokenizer.from_pretrained(name), name)
+    return LoadedModel(*load(name, **options), name)
 
 
 def score_with_progress(

@@ -161,7 +161,9 @@ def _config_from_file(path: Path) -> GPT4Config:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping")
     if "model_type" in data or "hidden_size" in data:
-        return GPT4Config.from_hf_config(data)
+        from gptkit.weights.hf_config import config_from_hf
+
+        return config_from_hf(data)
     return GPT4Config.from_dict(data)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +46,12 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
-class GPT4LMHeadModel(nn.Module):
-    """A Generative Pre-trained Transformer with a language-modelling head, configured by GPT4Config."""
+class DecoderLM(nn.Module):
+    """A decoder-only Transformer with a language-modelling head, configured by GPT4Config.
+
+    The pure network: no files, no generation (gptkit.modeling.GPT4LMHeadModel adds the Hugging Face-style
+    ``from_pretrained``, ``save_pretrained`` and ``generate`` on top).
+    """
 
     def __init__(self, config: GPT4Config) -> None:
         super().__init__()
@@ -92,7 +94,7 @@ class GPT4LMHeadModel(nn.Module):
     @classmethod
     def from_state_dict(
         cls, config: GPT4Config, state: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None
-    ) -> GPT4LMHeadModel:
+    ) -> DecoderLM:
         """Build a model whose parameters are exactly ``state`` (our names), checking names and shapes."""
         with torch.device("meta"):
             model = cls(config)
@@ -104,27 +106,6 @@ class GPT4LMHeadModel(nn.Module):
             model.lm_head.weight = model.embed.weight
         model._init_buffers()
         return model.eval()
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path = "smollm2-135m-instruct",
-        *,
-        dtype: torch.dtype | str | None = None,
-        device: torch.device | str | None = None,
-        quantize: str | None = None,
-    ) -> GPT4LMHeadModel:
-        """Load a registered name, a .gguf file or a Hugging Face directory; ``quantize`` is optional:
-        "int8", "int4", "int4-g64" or "int4-g128" (gptkit.quant.SCHEMES)."""
-        from gptkit.weights.loading import load_pretrained
-
-        return load_pretrained(name_or_path, dtype=dtype, device=device, quantize=quantize)
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write a Hugging Face directory (config.json + model.safetensors) that transformers can load."""
-        from gptkit.weights.safetensors_io import save_pretrained
-
-        save_pretrained(self, directory)
 
     # ---- forward -----------------------------------------------------------------------------------
     def forward(
@@ -253,18 +234,12 @@ class GPT4LMHeadModel(nn.Module):
         """The dtype of the floating-point tensors (activations, cache); quantized layers keep theirs."""
         return self.norm.weight.dtype
 
-    def generate(self, input_ids: torch.Tensor | None = None, **kwargs: Any) -> Any:
-        """Generate continuations with transformers' semantics; see gptkit.generation.generate."""
-        from gptkit.generation import generate
-
-        return generate(self, input_ids, **kwargs)
-
 
 def parameter_shapes(config: GPT4Config) -> dict[str, tuple[int, ...]]:
     """Our parameter names and shapes for ``config`` (a meta-device model: no memory, no init);
     a tied lm_head is listed once, as embed.weight."""
     with torch.device("meta"):
-        return _shapes(GPT4LMHeadModel(config))
+        return _shapes(DecoderLM(config))
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

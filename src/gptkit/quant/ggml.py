@@ -75,7 +75,7 @@ def dequantize_blocks(
         return native.ggml_dequantize(blocks, ggml_type, in_features, dtype)
     from gguf import GGMLQuantizationType
 
-    from gptkit.weights.gguf_io import dequantize
+    from gptkit.quant.gguf_dequant import dequantize
 
     qtype = GGMLQuantizationType(ggml_type)
     return dequantize(blocks.reshape(-1), qtype, (blocks.shape[0], in_features)).to(dtype)

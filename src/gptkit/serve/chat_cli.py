@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gptkit.cli import COMPILE_HELP, DTYPE_HELP, QUANTIZE_CHOICES, QUANTIZE_HELP, dtype_name, positive_int
 from gptkit.errors import ContextLengthError, GPTKitError
-from gptkit.registry import DEFAULT_MODEL
+from gptkit.options import UsageError, add_model_options, load_options, positive_int
 
 PROMPT = ">>> "
 DEFAULT_TEMPERATURE = 0.7  # chat samples by default; --temperature 0 is greedy
@@ -169,7 +168,6 @@ def _enable_line_editing() -> None:
 
 def _sampling_params(args: argparse.Namespace):
     """SamplingParams from the command line (validated: a bad value fails before the model loads)."""
-    from gptkit.cli import UsageError
     from gptkit.engine import SamplingParams
 
     try:
@@ -183,14 +181,10 @@ def _sampling_params(args: argparse.Namespace):
 def cmd_chat(args: argparse.Namespace) -> int:
     """Chat with a model in the terminal: streamed answers, history, a system prompt, /help for commands."""
     from gptkit.engine import Engine
-    from gptkit.model.decoder import GPT4LMHeadModel
-    from gptkit.tokenizer import GPT4Tokenizer
+    from gptkit.loader import load
 
     params = _sampling_params(args)
-    tokenizer = GPT4Tokenizer.from_pretrained(args.model)
-    if tokenizer.chat_template is None:
-        raise GPTKitError(f"{args.model} has no chat template: `gptkit chat` needs a chat (instruct) model")
-    model = GPT4LMHeadModel.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
+    model, tokenizer = load(args.model, needs_chat_template=True, **load_options(args))
     engine = Engine(model, tokenizer, max_batch_size=1, compile=args.compile)
     if args.compile:
         print("compiling the decode step...", file=sys.stderr, flush=True)
@@ -209,9 +203,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `chat` subcommand."""
     p = subparsers.add_parser("chat", help=cmd_chat.__doc__, description=cmd_chat.__doc__)
-    p.add_argument(
-        "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
-    )
+    add_model_options(p, positional=True, compile=True)
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
     p.add_argument(
         "--max-tokens",
@@ -228,7 +220,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass (1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same answers")
-    p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
-    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.set_defaults(func=cmd_chat)

@@ -7,18 +7,8 @@ import errno
 import os
 from pathlib import Path
 
-from gptkit.cli import (
-    COMPILE_HELP,
-    DTYPE_HELP,
-    QUANTIZE_CHOICES,
-    QUANTIZE_HELP,
-    dtype_name,
-    port_number,
-    positive_float,
-    positive_int,
-)
 from gptkit.errors import GPTKitError
-from gptkit.registry import DEFAULT_MODEL
+from gptkit.options import add_model_options, port_number, positive_float, positive_int
 
 API_KEY_ENV = "GPTKIT_API_KEY"
 
@@ -35,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "/v1/models, /tokenize, /detokenize, /tokenizer_info, /health, /metrics), batching all clients "
         "continuously on one model.",
     )
-    p.add_argument(
-        "model", nargs="?", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory"
-    )
+    add_model_options(p, positional=True, compile=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--served-model-name", help="the model name clients use (default: MODEL as given)")
@@ -78,9 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
     )
-    p.add_argument("--dtype", type=dtype_name, default=None, help=DTYPE_HELP)
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
-    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

@@ -65,11 +65,9 @@ def load_app(
     **options: Any,
 ) -> FastAPI:
     """Load a model and its tokenizer by registry name or path and build the app (options: create_app's)."""
-    from gptkit.model.decoder import GPT4LMHeadModel
-    from gptkit.tokenizer import GPT4Tokenizer
+    from gptkit.loader import load
 
-    tokenizer = GPT4Tokenizer.from_pretrained(model_name_or_path)
-    model = GPT4LMHeadModel.from_pretrained(model_name_or_path, dtype=dtype, quantize=quantize).eval()
+    model, tokenizer = load(model_name_or_path, dtype=dtype, quantize=quantize)
     return create_app(model, tokenizer, model_name=served_name or str(model_name_or_path), **options)
 
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gptkit.cli import Parser, positive_int
-from gptkit.registry import DEFAULT_MODEL
+from gptkit.options import Parser, add_model_options, load_options, positive_int
 
 FILE_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".csv", ".tsv")
 FILE_NAME = re.compile(r"\S+(" + "|".join(re.escape(s) for s in FILE_SUFFIXES) + ")", re.IGNORECASE)
@@ -24,7 +23,7 @@ def cmd_task(args: argparse.Namespace) -> int:
 
     options = task_options(args)
     texts = [read_text(t) for t in args.texts] or ([] if args.question else [sys.stdin.read()])
-    runner = pipeline(args.task, model=args.model, **options)
+    runner = pipeline(args.task, model=args.model, **load_options(args), **options)
     if args.question:
         if texts:
             raise TaskError("question-answering takes --question and --context, not positional texts")
@@ -119,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "task", help="sentiment-analysis, question-answering, translation, summarization, text-generation"
     )
     p.add_argument("texts", nargs="*", help="input texts or files (stdin when none)")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="registered name, .gguf file or HF directory")
+    add_model_options(p)
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--question", "-q", help="question-answering: the question")
     p.add_argument("--context", "-c", help="question-answering: the context (omit for closed-book)")

@@ -81,9 +81,8 @@ def _is_name(value: Any) -> bool:
 
 def cached_model_and_tokenizer(name: Any, dtype: Any, quantize: str | None) -> tuple[Any, Any]:
     """The model and tokenizer that ``name`` names, loaded once per (file, its mtime, dtype, quantize)."""
-    from gptkit.model.decoder import GPT4LMHeadModel
+    from gptkit.loader import load
     from gptkit.registry import resolve
-    from gptkit.tokenizer import GPT4Tokenizer
     from gptkit.weights.loading import resolve_dtype
 
     path = Path(resolve(name).path).resolve()
@@ -91,10 +90,7 @@ def cached_model_and_tokenizer(name: Any, dtype: Any, quantize: str | None) -> t
     if key in _loaded:
         _loaded.move_to_end(key)
         return _loaded[key]
-    loaded = (
-        GPT4LMHeadModel.from_pretrained(name, dtype=dtype, quantize=quantize),
-        GPT4Tokenizer.from_pretrained(name),
-    )
+    loaded = load(name, dtype=dtype, quantize=quantize)
     _loaded[key] = loaded
     while len(_loaded) > MODEL_CACHE_SIZE:
         _loaded.popitem(last=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptkit.config import GPT4Config
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train import checkpoint as ckpt
 from gptkit.train.loop import load_tokenizer
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.loader import load
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train.config import TrainConfig
 from gptkit.train.loop import TrainResult, train
 from gptkit.train.lora import apply_lora
@@ -14,7 +15,6 @@ from gptkit.train.lora import apply_lora
 
 def finetune(config: TrainConfig | dict[str, Any]) -> TrainResult:
     """Fine-tune ``config.init_from`` on the JSONL file ``config.sft_data`` (LoRA when ``config.lora``)."""
-    from gptkit.tokenizer import GPT4Tokenizer
     from gptkit.train.sft import SFTBatches, load_sft_examples, pad_id_for, split_examples
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
@@ -22,9 +22,9 @@ def finetune(config: TrainConfig | dict[str, Any]) -> TrainResult:
         from gptkit.errors import ConfigError
 
         raise ConfigError("fine-tuning needs init_from (the model) and sft_data (a JSONL file)")
-    tokenizer = GPT4Tokenizer.from_pretrained(config.init_from)
+    model, tokenizer = load(config.init_from, dtype=torch.float32)
     torch.manual_seed(config.seed)  # LoRA's adapter init
-    model = finetune_model(config)
+    model = finetune_model(config, model)
     max_length = config.max_length or config.block_size or model.config.context_length
     examples = load_sft_examples(config.sft_data, tokenizer, max_length)
     train_examples, val_examples = split_examples(examples, config.sft_val_fraction, config.seed)
@@ -32,9 +32,12 @@ def finetune(config: TrainConfig | dict[str, Any]) -> TrainResult:
     return train(config, model=model, source=source, tokenizer=tokenizer)
 
 
-def finetune_model(config: TrainConfig) -> GPT4LMHeadModel:
-    """The pretrained model, with LoRA adapters swapped in when ``config.lora`` (base weights frozen)."""
-    model = GPT4LMHeadModel.from_pretrained(config.init_from, dtype=torch.float32).train()
+def finetune_model(config: TrainConfig, model: GPT4LMHeadModel | None = None) -> GPT4LMHeadModel:
+    """The pretrained model (``model``, or loaded from ``config.init_from`` in float32) in training mode,
+    with LoRA adapters swapped in when ``config.lora`` (base weights frozen)."""
+    if model is None:
+        model = GPT4LMHeadModel.from_pretrained(config.init_from, dtype=torch.float32)
+    model.train()
     if config.lora:
         add_lora(model, config)
     return model

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from gptkit.config import GPT4Config
 from gptkit.data.shards import DataError
 from gptkit.errors import ConfigError, GPTKitError
-from gptkit.model.decoder import GPT4LMHeadModel
+from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train import checkpoint as ckpt
 from gptkit.train import distributed as dist_
 from gptkit.train.config import TrainConfig

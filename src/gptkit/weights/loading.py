@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gptkit.errors import ConfigError
+from gptkit.model.decoder import DecoderLM
 from gptkit.registry import ModelSource, SourceKind, resolve
 
 if TYPE_CHECKING:
@@ -38,8 +39,10 @@ def load_pretrained(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     quantize: str | None = None,
-):
-    """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors), in eval mode.
+    model_class: type[DecoderLM] = DecoderLM,
+) -> DecoderLM:
+    """Resolve ``name_or_path`` and load the model it names (GGUF or HF safetensors) as a ``model_class``,
+    in eval mode.
 
     With neither ``dtype`` nor ``quantize`` (the fast default): a quantized GGUF keeps its blocks and runs
     on the native kernels ("gguf"); HF safetensors load in bf16 where the CPU multiplies bf16 natively,
@@ -52,9 +55,9 @@ def load_pretrained(
     blocks = getattr(read, "blocks", None)  # GGUF only: a parameter's quantized blocks
     dtype, quantize = choose_path(resolve_dtype(dtype), quantize, blocks is not None)
     if quantize == QUANTIZE_GGUF:
-        model = ggml_model(config, shapes, _trimming(read), blocks, dtype)
+        model = ggml_model(model_class, config, shapes, _trimming(read), blocks, dtype)
     else:
-        model = stream_model(config, shapes, _trimming(read), dtype, quantize)
+        model = stream_model(model_class, config, shapes, _trimming(read), dtype, quantize)
     del read, blocks  # the last references to the open files (quantized blocks keep their own)
     release_free_memory()
     if device is not None:
@@ -92,23 +95,22 @@ def open_weights(source: ModelSource):
 
 
 def stream_model(
+    model_class: type[DecoderLM],
     config: GPT4Config,
     shapes: dict[str, tuple[int, ...]],
     read: Callable[[str], torch.Tensor],
     dtype: torch.dtype,
     quantize: str | None = None,
-):
+) -> DecoderLM:
     """The eval-mode model whose parameters are ``read(name)`` in ``dtype``, reading one at a time.
 
     The same model as ``from_state_dict`` on every tensor, then ``quantize_model(model, quantize)``; but
     each nn.Linear is quantized as soon as its weight is read, and the scheme is checked before any read.
     """
-    from gptkit.model.decoder import GPT4LMHeadModel
-
     placeholders = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
-    skeleton = GPT4LMHeadModel.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
+    skeleton = model_class.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
     if quantize is None:
-        return GPT4LMHeadModel.from_state_dict(config, {n: read(n).to(dtype) for n in shapes}, dtype=dtype)
+        return model_class.from_state_dict(config, {n: read(n).to(dtype) for n in shapes}, dtype=dtype)
     from gptkit.quant.swap import check_scheme, quantized_linears, set_submodule
 
     group_size = check_scheme(skeleton, quantize)
@@ -123,22 +125,28 @@ def stream_model(
 
     quantized = dict(quantized_linears(skeleton, group_size, fetch))
     state |= {name: read(name).to(dtype) for name in shapes if name not in state}
-    model = GPT4LMHeadModel.from_state_dict(config, state, dtype=dtype)  # its linears hold meta weights
+    model = model_class.from_state_dict(config, state, dtype=dtype)  # its linears hold meta weights
     for name, module in quantized.items():
         set_submodule(model, name, module)
     model.quantization = quantize
     return model
 
 
-def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dtype: torch.dtype):
+def ggml_model(
+    model_class: type[DecoderLM],
+    config: GPT4Config,
+    shapes,
+    read: Callable,
+    blocks: Callable,
+    dtype: torch.dtype,
+) -> DecoderLM:
     """The model with every linear (and the token embedding) whose GGUF tensors are quantized kept as
     ggml blocks (GGMLLinear / GGMLEmbedding); float tensors and other layers read in ``dtype``."""
-    from gptkit.model.decoder import GPT4LMHeadModel
     from gptkit.quant.ggml import KERNEL_TYPES, GGMLEmbedding, GGMLLinear
     from gptkit.quant.swap import linears, set_submodule
 
     placeholders = {name: torch.empty(shape, dtype=dtype, device="meta") for name, shape in shapes.items()}
-    skeleton = GPT4LMHeadModel.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
+    skeleton = model_class.from_state_dict(config, placeholders, dtype=dtype)  # checks names and shapes
     names = {id(p): name for name, p in skeleton.named_parameters()}
     wanted = {names[id(linear.weight)] for _, linear in linears(skeleton)} | {"embed.weight"}
     weights = {}  # parameter name -> GGMLWeight, each built (and repacked) once, shared by tied users
@@ -156,7 +164,7 @@ def ggml_model(config: GPT4Config, shapes, read: Callable, blocks: Callable, dty
         replaced["embed"] = GGMLEmbedding(weights["embed.weight"], dtype)
     covered = set(weights) | {f"{name}.bias" for name in replaced}
     state = {n: placeholders[n] if n in covered else read(n).to(dtype) for n in shapes}
-    model = GPT4LMHeadModel.from_state_dict(config, state, dtype=dtype)
+    model = model_class.from_state_dict(config, state, dtype=dtype)
     for name, module in replaced.items():
         set_submodule(model, name, module)
     model.quantization = "gguf"
@@ -245,52 +253,3 @@ def check_model(name_or_path: str | Path):
     source = resolve(name_or_path)
     config, _, _ = open_weights(source)
     return config, source
-
-
-def describe(name_or_path: str | Path, *, metadata_only: bool = False) -> dict[str, str]:
-    """A human summary of a model (family, size, quantization, context, tokenizer, file), after checking
-    the whole file (``metadata_only``: only the config / header is read)."""
-    from gptkit.engine.engine import DEFAULT_MAX_SEQ_LEN
-    from gptkit.weights.hf_config import family_for
-
-    config, source = load_config(name_or_path) if metadata_only else check_model(name_or_path)
-    extra = config.extra
-    family = extra.get("gguf_architecture") or extra.get("hf_model_type") or family_for(config)
-    attention = f"{config.n_head} heads, {config.kv_heads} kv heads, head_dim {config.dim_per_head}"
-    window = min(config.context_length, DEFAULT_MAX_SEQ_LEN)
-    return {
-        "name": source.name,
-        "family": f"{family} ({config.positions.value} positions, {config.norm.value}, {config.mlp.value})",
-        "parameters": f"{config.num_parameters() / 1e6:.1f}M",
-        "layers": f"{config.n_layer} x width {config.n_embd}, {attention}",
-        "quantization": str(extra.get("quantization") or extra.get("hf_dtype") or "float32"),
-        "context length": f"{config.context_length} tokens (what the model was trained on)",
-        "chat/serve window": f"{window} tokens by default (KV-cache slots of at most {DEFAULT_MAX_SEQ_LEN}; "
-        "serve --max-seq-len changes it)",
-        "vocabulary": str(config.vocab_size),
-        "runs on": runs_on(source),
-        "tokenizer": "embedded GGUF vocabulary" if source.kind is SourceKind.GGUF else "tokenizer.json",
-        "format": source.kind.value,
-        "path": str(source.path),
-        "checked": "metadata only" if metadata_only else "every tensor's type, shape, size and offset",
-    }
-
-
-def runs_on(source: ModelSource) -> str:
-    """Which compute path ``from_pretrained`` gives this model by default, in words."""
-    from gptkit import kernels
-    from gptkit.quant.ggml import KERNEL_TYPES, PACKED_TYPES, dense_dtype
-
-    reference = "dtype=float32 / --dtype float32 gives the float32 reference path"
-    if source.kind is not SourceKind.GGUF:
-        return f"torch, {str(dense_dtype()).removeprefix('torch.')} weights ({reference})"
-    from gptkit.weights.gguf_file import read_header
-
-    types = {t.type_id for t in read_header(source.path).tensors if len(t.dims) == 2}
-    if not types & KERNEL_TYPES:
-        return "torch, float32 weights (the file holds no quantized blocks the kernels read)"
-    isa = kernels.isa_name()
-    if isa == "off":
-        return f"the file's quantized blocks, dequantized by torch (native kernels unavailable; {reference})"
-    packed = "repacked x16" if types & PACKED_TYPES else "as stored"
-    return f"native {isa} kernels on the file's quantized blocks ({packed}); {reference}"
