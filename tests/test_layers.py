@@ -162,7 +162,9 @@ def _is_package(module: str) -> bool:
 def test_the_checker_sees_function_local_and_relative_imports(tmp_path):
     """The scan is real: upward imports hidden in a function, relative or absolute, are reported."""
     probe = tmp_path / "probe.py"
-    probe.write_text("import torch\n\ndef f():\n    from ..serve import app\n    import gptkit.engine.engine\n")
+    probe.write_text(
+        "import torch\n\ndef f():\n    from ..serve import app\n    import gptkit.engine.engine\n"
+    )
     imports = _imports(probe, module="gptkit.model.probe")
     assert imports == [(4, "gptkit.serve.app"), (5, "gptkit.engine.engine")]
     wrong = _against_layers({"gptkit.model.probe": imports})

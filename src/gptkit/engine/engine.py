@@ -20,8 +20,10 @@ import torch
 from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.request import Completion, Event, Request
+from gptkit.engine.speculative import make_speculator
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.plan import make_plan
+from gptkit.generation.speculative import SpeculationStats
 
 DEFAULT_MAX_SEQ_LEN = 2048  # slot size cap when the model's context is longer: bounds cache memory
 
@@ -39,6 +41,8 @@ class Engine:
         max_seq_len: int | None = None,
         *,
         compile: bool = False,
+        speculative: Any = None,
+        num_speculative_tokens: int | None = None,
     ) -> None:
         context = model.config.context_length
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
@@ -53,7 +57,11 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
-        self.cache = model.new_cache(max_batch_size, max_seq_len)  # per layer (slots, n_kv_head, S, head_dim)
+        self.speculator = make_speculator(
+            model, speculative, num_speculative_tokens, max_batch_size, max_seq_len
+        )
+        slack = 0 if self.speculator is None else self.speculator.num_tokens  # a verification's padding
+        self.cache = model.new_cache(max_batch_size, max_seq_len + slack)  # (slots, n_kv_head, S, head_dim)
         self.decode = DecodeStep(model, compile)
         self.waiting: deque[Request] = deque()
         self.running: dict[int, Request] = {}  # slot -> request
@@ -63,6 +71,11 @@ class Engine:
     @property
     def max_batch_size(self) -> int:
         return self.cache.batch_size
+
+    @property
+    def speculation(self) -> SpeculationStats | None:
+        """Drafted and accepted tokens so far (``acceptance_rate``), when the engine speculates."""
+        return None if self.speculator is None else self.speculator.stats
 
     @property
     def num_waiting(self) -> int:
@@ -146,6 +159,8 @@ class Engine:
         """One forward pass over slots [0, highest occupied]: running rows take their last token."""
         if not self.running:
             return []
+        if self.speculator is not None and any(r.params.speculative for r in self.running.values()):
+            return self.speculator.step(self)
         width = max(self.running) + 1
         device = self.cache.valid.device
         tokens = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1)
@@ -170,7 +185,10 @@ class Engine:
         request.slot = slot
         self.running[slot] = request
         logits = self._prefill(request, cache=self.cache.row_range(slot, slot + 1))
-        return self._advance(request, logits)
+        event = self._advance(request, logits)
+        if self.speculator is not None and not event.finished:
+            self.speculator.admitted(request)
+        return event
 
     def _prefill(self, request: Request, cache: Any) -> torch.Tensor:
         """Run the prompt (on a cache row, or none); keeps prompt logprobs when asked; last logits (1, V)."""
@@ -192,6 +210,10 @@ class Engine:
         except RuntimeError as error:
             self._release(request)
             return request.fail(f"sampling failed for this request's options: {error}")
+        return self.emit(request, token, logprob)
+
+    def emit(self, request: Request, token: int, logprob: Any = None) -> Event:
+        """Record the request's next token; free its slot when that finishes it."""
         event = request.append(token, logprob)
         if event.finished:
             self._release(request)
@@ -202,6 +224,8 @@ class Engine:
         slot = request.slot
         del self.running[slot]
         self.cache.reset_rows([slot])
+        if self.speculator is not None:
+            self.speculator.released(slot)
         heapq.heappush(self.free_slots, slot)
         request.slot = None
 

@@ -39,10 +39,12 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
     logprobs: int | None = None  # per generated token: its log-probability and this many top alternatives
     prompt_logprobs: int | None = None  # the same for every prompt token but the first (OpenAI's echo)
+    speculative: bool = True  # False: no drafts for this request when the engine speculates
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ignore_eos, bool):
-            raise GenerationError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
+        for name in ("ignore_eos", "speculative"):
+            if not isinstance(getattr(self, name), bool):
+                raise GenerationError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if _is_int(self.max_tokens) and self.max_tokens < 0:
             raise GenerationError(f"max_tokens must be >= 0, got {self.max_tokens}")
         self.generation_config([])  # GenerationConfig's checks, the one place they live
