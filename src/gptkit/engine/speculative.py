@@ -190,3 +190,14 @@ def check_draft_model(target: Any, draft: Any, max_seq_len: int) -> None:
             f"the draft model's context window ({draft.config.context_length}) is shorter than the "
             f"engine's slots (max_seq_len={max_seq_len})"
         )
+
+
+def check_draft_tokenizer(tokenizer: Any, draft_tokenizer: Any) -> None:
+    """Refuse a draft whose tokenizer spells any token id differently (its drafts would mean other text)."""
+    size = len(tokenizer)
+    if len(draft_tokenizer) != size or any(
+        tokenizer.convert_ids_to_tokens(i) != draft_tokenizer.convert_ids_to_tokens(i) for i in range(size)
+    ):
+        raise GenerationError(
+            "the draft model's tokenizer differs from the model's: speculative decoding needs the same vocabulary"
+        )

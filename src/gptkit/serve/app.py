@@ -86,14 +86,22 @@ def create_app(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     limits: Limits | None = None,
     compile: bool = False,
+    speculative: Any = None,
+    num_speculative_tokens: int | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``model_name`` with continuous batching
-    (``compile``: torch.compile the decode step, compiled here before the app is returned)."""
-    engine = Engine(model, tokenizer, max_batch_size, max_seq_len, compile=compile)
+    (``compile``: torch.compile the decode step, compiled here before the app is returned;
+    ``speculative``/``num_speculative_tokens``: the Engine's speculative decoding)."""
+    engine = Engine(
+        model, tokenizer, max_batch_size, max_seq_len, compile=compile,
+        speculative=speculative, num_speculative_tokens=num_speculative_tokens,
+    )  # fmt: skip
     if compile:
         engine.warm_up()
     driver = AsyncEngine(engine, max_queue)
-    metrics = ServerMetrics(lambda: driver.num_waiting, lambda: driver.num_running)
+    metrics = ServerMetrics(
+        lambda: driver.num_waiting, lambda: driver.num_running, lambda: engine.speculation
+    )
     state = ServerState(
         driver, tokenizer, model_name, api_key or None, limits or Limits(), timeout_s, metrics
     )
@@ -466,6 +474,7 @@ def _sampling_params(
         logit_bias={int(k): v for k, v in body.logit_bias.items()} if body.logit_bias else None,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
+        speculative=body.speculative,
     )
 
 

@@ -66,6 +66,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
     )
+    p.add_argument(
+        "--speculative",
+        type=speculative_choice,
+        default=None,
+        help="speculative decoding: 'ngram' (drafts copied from the prompt and output) or 'draft:MODEL' "
+        '(a smaller model with the same tokenizer); requests opt out with "speculative": false',
+    )
+    p.add_argument(
+        "--num-speculative-tokens",
+        type=positive_int,
+        default=None,
+        help="tokens drafted per step with --speculative (default 5)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -95,9 +108,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         quantize=args.quantize,
         compile=args.compile,
+        speculative=args.speculative,
+        num_speculative_tokens=args.num_speculative_tokens,
         log_level=args.log_level,
     )
     return 0
+
+
+def speculative_choice(text: str) -> str:
+    """argparse type: 'ngram' or 'draft:MODEL'."""
+    if text == "ngram" or (text.startswith("draft:") and len(text) > len("draft:")):
+        return text
+    raise argparse.ArgumentTypeError(f"must be 'ngram' or 'draft:MODEL', got {text!r}")
 
 
 def check_address(host: str, port: int) -> None:

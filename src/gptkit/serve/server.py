@@ -64,11 +64,24 @@ def load_app(
     quantize: str | None = None,
     **options: Any,
 ) -> FastAPI:
-    """Load a model and its tokenizer by registry name or path and build the app (options: create_app's)."""
+    """Load a model and its tokenizer by registry name or path and build the app (options: create_app's;
+    ``speculative="draft:MODEL"`` loads the draft model the same way)."""
     from gptkit.loader import load
 
     model, tokenizer = load(model_name_or_path, dtype=dtype, quantize=quantize)
-    return create_app(model, tokenizer, model_name=served_name or str(model_name_or_path), **options)
+    speculative = options.pop("speculative", None)
+    if isinstance(speculative, str) and speculative.startswith("draft:"):
+        from gptkit.engine.speculative import check_draft_tokenizer
+
+        speculative, draft_tokenizer = load(speculative[len("draft:") :], dtype=dtype, quantize=quantize)
+        check_draft_tokenizer(tokenizer, draft_tokenizer)
+    return create_app(
+        model,
+        tokenizer,
+        model_name=served_name or str(model_name_or_path),
+        speculative=speculative,
+        **options,
+    )
 
 
 def run(
