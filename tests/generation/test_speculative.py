@@ -306,3 +306,28 @@ def test_bad_speculative_arguments_raise_named_errors(target, byte_model):
     for options, message in cases:
         with pytest.raises(GenerationError, match=message):
             generate(target, ids, max_new_tokens=4, **options)
+
+
+# ---- the bundled GGUF (quantized blocks, native kernels) ------------------------------------------------------
+COPY_TEXT = (
+    "The history of natural language processing generally started in the 1950s, although work can be "
+    "found from earlier periods. In 1950, Alan Turing published an article titled 'Computing Machinery "
+    "and Intelligence' which proposed what is now called the Turing test as a criterion of intelligence."
+)
+
+
+@pytest.mark.slow
+def test_bundled_gguf_prompt_lookup_equals_plain_greedy(bundled_gguf):
+    from gptkit.loader import load
+
+    model, tokenizer = load(str(bundled_gguf))
+    chats = [f"Repeat this text exactly:\n\n{COPY_TEXT}", "Name three colours."]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": c}], add_generation_prompt=True)
+        for c in chats
+    ]
+    ids, mask = left_pad(prompts)
+    plain = generate(model, ids, mask, max_new_tokens=40)
+    got, stats = speculative(model, ids, mask, max_new_tokens=40, prompt_lookup_num_tokens=7)
+    assert torch.equal(got, plain)
+    assert stats.acceptance_rate > 0.5 and stats.accepted > 20  # the copy is mostly drafted
