@@ -107,3 +107,14 @@ def test_console_script_help_lists_subcommands():
     for command in ("generate", "models", "info"):
         assert command in result.stdout
     assert "tokens to generate" in run_cli("generate", "--help").stdout
+
+
+def test_generate_leaves_unset_sampling_options_to_generation_config():
+    from gptkit.cli import _generation_options, build_parser
+    from gptkit.generation import GenerationConfig
+
+    unset = _generation_options(build_parser().parse_args(["generate", "hi", "--sample"]))
+    assert not {"temperature", "top_k", "top_p", "repetition_penalty"} & set(unset)
+    assert GenerationConfig(**unset) == GenerationConfig(max_new_tokens=50, do_sample=True, num_beams=1)
+    given = _generation_options(build_parser().parse_args(["generate", "hi", "-t", "0.5", "--top-k", "5"]))
+    assert (given["temperature"], given["top_k"]) == (0.5, 5)

@@ -66,6 +66,7 @@ def _generation_options(args: argparse.Namespace) -> dict:
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         num_beams=args.num_beams, stop_strings=args.stop or None, seed=args.seed,
     )  # fmt: skip
+    options = {name: value for name, value in options.items() if value is not None}  # else: the defaults
     try:
         GenerationConfig(**options)
     except GenerationError as exc:
@@ -139,10 +140,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "--max-new-tokens", "-n", type=positive_int, default=50, help="tokens to generate (default 50)"
     )
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", "-t", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens when sampling")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise repeated tokens (>1)")
+    # unset sampling options keep GenerationConfig's defaults (temperature 1, top-k 50, top-p 1, penalty 1)
+    p.add_argument("--temperature", "-t", type=float, default=None, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens when sampling")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling probability mass")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="penalise repeated tokens (>1)")
     p.add_argument("--num-beams", type=positive_int, default=1, help="beam search width (1 = no beam search)")
     p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")

@@ -1,8 +1,14 @@
-"""Typed exceptions: every failure a user can cause names the problem."""
+"""Typed exceptions: every failure a user can cause names the problem (and the argument, in ``param``)."""
+
+from __future__ import annotations
 
 
 class GPTKitError(Exception):
-    """Base class for all gptkit errors."""
+    """Base class for all gptkit errors; ``param`` names the offending argument when one is to blame."""
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
 
 
 class ModelNotFoundError(GPTKitError, FileNotFoundError):

@@ -126,3 +126,46 @@ def test_tiny_temperatures_decode_greedily(model, tokenizer):
     (greedy,) = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=0))
     (tiny,) = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=5e-324, seed=1))
     assert tiny.token_ids == greedy.token_ids
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "start"),
+    [
+        ({"max_tokens": -1}, "max_tokens", "max_tokens must be >= 0"),
+        ({"max_tokens": 2.5}, "max_tokens", "max_tokens must be an integer"),
+        ({"min_tokens": -1}, "min_tokens", "min_tokens must be >= 0"),
+        ({"min_tokens": 5, "max_tokens": 4}, "min_tokens", "min_tokens=5 must be <= max_tokens=4"),
+        ({"stop": [""]}, "stop", "stop must be a non-empty string"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids", "stop_token_ids must be a non-negative integer"),
+        ({"temperature": -1.0}, "temperature", "temperature must be >= 0"),
+        ({"top_p": 0.0}, "top_p", "top_p must be in (0, 1]"),
+        ({"seed": 1.5}, "seed", "seed must be an integer"),
+        ({"ignore_eos": "yes"}, "ignore_eos", "ignore_eos must be True or False"),
+        ({"logit_bias": {3: float("inf")}}, "logit_bias", "logit_bias[3] must be a finite number"),
+        ({"logit_bias": {-3: 1.0}}, "logit_bias", "logit_bias keys must be token ids"),
+        ({"prompt_logprobs": -2}, "prompt_logprobs", "prompt_logprobs must be >= 0"),
+    ],
+)
+def test_errors_name_our_option_in_the_message_and_in_param(options, param, start):
+    """GenerationConfig's rules checked under SamplingParams' own names: no option name of theirs leaks."""
+    with pytest.raises(GenerationError) as raised:
+        SamplingParams(**options)
+    assert raised.value.param == param
+    assert str(raised.value).startswith(start)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "params", "param"),
+    [
+        ([], SamplingParams(), "prompt"),
+        ([1, 10**6], SamplingParams(), "prompt"),
+        (list(range(1, 70)), SamplingParams(), "prompt"),
+        ([1, 2], SamplingParams(max_tokens=63), "prompt"),
+        ([1, 2], SamplingParams(logit_bias={10**6: 1.0}), "logit_bias"),
+    ],
+)
+def test_request_errors_carry_the_param(model, tokenizer, prompt, params, param):
+    engine = Engine(model, tokenizer, max_batch_size=1, max_seq_len=64)
+    with pytest.raises(GenerationError) as raised:
+        engine.make_request(prompt, params)
+    assert raised.value.param == param

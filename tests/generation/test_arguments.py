@@ -49,6 +49,29 @@ def test_bad_arguments_raise_generation_error_naming_them(llama_pair, options, n
         generate(model, PROMPT, **options)
 
 
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        (dict(temperature=-0.5), "temperature"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=2.5), "top_k"),
+        (dict(min_p=2.0), "min_p"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(min_new_tokens=-1), "min_new_tokens"),
+        (dict(eos_token_id=-3), "eos_token_id"),
+        (dict(stop_strings=[""]), "stop_strings"),
+        (dict(do_sample="yes"), "do_sample"),
+        (dict(early_stopping="sometimes"), "early_stopping"),
+        (dict(num_return_sequences=2), "num_return_sequences"),
+    ],
+)
+def test_config_errors_carry_the_option_as_param(options, name):
+    with pytest.raises(GenerationError) as raised:
+        GenerationConfig(**options)
+    assert raised.value.param == name
+    assert str(raised.value).startswith(name)
+
+
 def test_prompt_over_the_context_raises_context_length_error(llama_pair):
     _, model = llama_pair
     context = model.config.context_length

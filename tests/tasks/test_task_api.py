@@ -52,7 +52,7 @@ def test_pipelines_reuse_a_model_loaded_by_name(monkeypatch, smollm2):
     first = pipeline("sentiment-analysis", "smollm2-135m-instruct")
     second = pipeline("summarization", "smollm2")  # an alias of the same file
     assert second.model is first.model and second.tokenizer is first.tokenizer
-    assert loads == [("model", "smollm2-135m-instruct", None, None), ("tokenizer", "smollm2-135m-instruct")]
+    assert loads == [("tokenizer", "smollm2-135m-instruct"), ("model", "smollm2-135m-instruct", None, None)]
     pipeline("summarization", "smollm2", dtype="bf16")
     pipeline("summarization", "smollm2", dtype="bfloat16")  # the same dtype by another name
     assert [entry[2] for entry in loads if entry[0] == "model"] == [None, "bf16"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.request import Completion, Event, Request
@@ -118,7 +119,8 @@ class Engine:
         for what, tokens in (("prompt", ids), ("logit_bias", list(params.logit_bias or {}))):
             if tokens and not 0 <= min(tokens) <= max(tokens) < vocab_size:
                 raise GenerationError(
-                    f"{what} token ids must lie in [0, {vocab_size}), got {min(tokens)}..{max(tokens)}"
+                    f"{what} token ids must lie in [0, {vocab_size}), got {min(tokens)}..{max(tokens)}",
+                    param=what,
                 )
         if len(ids) + params.max_tokens > self.max_seq_len:
             what = (
@@ -127,7 +129,8 @@ class Engine:
                 else f"the prompt + max_tokens={params.max_tokens}"
             )
             raise ContextLengthError(
-                f"{what} ({len(ids)} prompt tokens) does not fit an engine slot of {self.max_seq_len} tokens"
+                f"{what} ({len(ids)} prompt tokens) does not fit an engine slot of {self.max_seq_len} tokens",
+                param="prompt",
             )
         config = params.generation_config(list(self.model.config.eos_token_ids))
         plan = make_plan(self.model, [ids], None, config, self.tokenizer, None, {})
@@ -141,9 +144,9 @@ class Engine:
         else:
             ids = torch.as_tensor(prompt).reshape(-1).tolist() if torch.is_tensor(prompt) else list(prompt)
         if not ids:
-            raise GenerationError("the prompt is empty: give at least one token")
+            raise GenerationError("the prompt is empty: give at least one token", param="prompt")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise GenerationError("a prompt must be text or a list of integer token ids")
+            raise GenerationError("a prompt must be text or a list of integer token ids", param="prompt")
         return ids
 
     # ---- scheduling --------------------------------------------------------------------------------
@@ -293,5 +296,5 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise GenerationError(f"{name} must be a positive integer, got {value!r}")

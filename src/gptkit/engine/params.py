@@ -1,22 +1,27 @@
-"""SamplingParams: per-request decoding options (vLLM's names), validated by GenerationConfig."""
+"""SamplingParams: per-request decoding options (vLLM's names), checked by GenerationConfig's rules."""
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import GenerationError
-from gptkit.generation.config import GenerationConfig
+from gptkit.generation.config import GenerationConfig, boolean, check_option, integer, optional
 
 GREEDY_BELOW = 1e-5  # temperatures this small decode greedily (vLLM's rule): logits / 1e-300 overflow
-# GenerationConfig's option names -> ours, so validation errors name what the caller wrote
-_OUR_NAMES = {
-    "max_new_tokens": "max_tokens",
-    "min_new_tokens": "min_tokens",
-    "stop_strings": "stop",
-    "eos_token_id": "stop_token_ids",
+DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for completions
+# our options that are GenerationConfig options under another name (or the same): checked by its rules
+CONFIG_OPTIONS = {
+    "min_tokens": "min_new_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "repetition_penalty": "repetition_penalty",
+    "seed": "seed",
+    "stop": "stop_strings",
+    "stop_token_ids": "eos_token_id",
 }
 
 
@@ -24,7 +29,9 @@ _OUR_NAMES = {
 class SamplingParams:
     """How one request is decoded and when it stops; ``temperature=0`` is greedy."""
 
-    max_tokens: int = 16  # new tokens at most; 0 scores the prompt only (with prompt_logprobs)
+    max_tokens: int = (
+        DEFAULT_MAX_TOKENS  # new tokens at most; 0 scores the prompt only (with prompt_logprobs)
+    )
     temperature: float = 1.0  # 0 (or below GREEDY_BELOW) -> greedy; sampling otherwise
     top_k: int = 0  # 0 disables
     top_p: float = 1.0
@@ -42,21 +49,21 @@ class SamplingParams:
     speculative: bool = True  # False: no drafts for this request when the engine speculates
 
     def __post_init__(self) -> None:
-        for name in ("ignore_eos", "speculative"):
-            if not isinstance(getattr(self, name), bool):
-                raise GenerationError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if _is_int(self.max_tokens) and self.max_tokens < 0:
-            raise GenerationError(f"max_tokens must be >= 0, got {self.max_tokens}")
-        self.generation_config([])  # GenerationConfig's checks, the one place they live
+        """GenerationError naming the first invalid option, in the message and in ``param``."""
+        boolean("ignore_eos", self.ignore_eos)
+        boolean("speculative", self.speculative)
+        integer(0)("max_tokens", self.max_tokens)
+        for ours, option in CONFIG_OPTIONS.items():
+            check_option(option, getattr(self, ours), ours)
         if self.min_tokens > self.max_tokens:
-            raise GenerationError(f"min_tokens={self.min_tokens} must be <= max_tokens={self.max_tokens}")
+            raise GenerationError(
+                f"min_tokens={self.min_tokens} must be <= max_tokens={self.max_tokens}", param="min_tokens"
+            )
         for name in ("presence_penalty", "frequency_penalty"):
             _check_finite(name, getattr(self, name))
         _check_logit_bias(self.logit_bias)
         for name in ("logprobs", "prompt_logprobs"):
-            value = getattr(self, name)
-            if value is not None and not (_is_int(value) and value >= 0):
-                raise GenerationError(f"{name} must be None or an integer >= 0, got {value!r}")
+            optional(integer(0))(name, getattr(self, name))
 
     @property
     def stops(self) -> list[str]:
@@ -68,41 +75,24 @@ class SamplingParams:
     def end_ids(self, model_eos_ids: list[int]) -> list[int]:
         """Token ids that end the request: the model's EOS (unless ignored) plus ``stop_token_ids``."""
         eos = [] if self.ignore_eos else list(model_eos_ids)
-        return eos + [i for i in (self.stop_token_ids or []) if i not in eos]
+        extra = [self.stop_token_ids] if is_int(self.stop_token_ids) else self.stop_token_ids or []
+        return eos + [i for i in extra if i not in eos]
 
     def generation_config(self, model_eos_ids: list[int]) -> GenerationConfig:
-        """The equivalent GenerationConfig (validated), ending on ``end_ids(model_eos_ids)``."""
-        options: dict[str, Any] = dict(
-            max_new_tokens=max(self.max_tokens, 1) if _is_int(self.max_tokens) else self.max_tokens,
-            min_new_tokens=self.min_tokens,
-            do_sample=_is_number(self.temperature) and self.temperature >= GREEDY_BELOW,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            seed=self.seed,
-            stop_strings=self.stop,
-            eos_token_id=self.stop_token_ids if self.stop_token_ids is not None else None,
+        """The equivalent GenerationConfig, ending on ``end_ids(model_eos_ids)``."""
+        options: dict[str, Any] = {option: getattr(self, ours) for ours, option in CONFIG_OPTIONS.items()}
+        options["eos_token_id"] = self.end_ids(model_eos_ids)
+        return GenerationConfig(
+            **options,
+            max_new_tokens=max(self.max_tokens, 1),
+            do_sample=self.temperature >= GREEDY_BELOW,
             pad_token_id=0,  # never used: the engine does not pad outputs
         )
-        try:
-            config = GenerationConfig(**options)
-        except GenerationError as error:
-            raise GenerationError(_our_names(str(error))) from None
-        return config.replace(eos_token_id=self.end_ids(model_eos_ids))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_finite(name: str, value: Any) -> None:
-    if not _is_number(value) or not math.isfinite(value):
-        raise GenerationError(f"{name} must be a finite number, got {value!r}")
+def _check_finite(name: str, value: Any, param: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GenerationError(f"{name} must be a finite number, got {value!r}", param=param or name)
 
 
 def _check_logit_bias(bias: Any) -> None:
@@ -110,15 +100,12 @@ def _check_logit_bias(bias: Any) -> None:
     if bias is None:
         return
     if not isinstance(bias, dict):
-        raise GenerationError(f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}")
+        raise GenerationError(
+            f"logit_bias must be a dict of token id -> bias, got {type(bias).__name__}", param="logit_bias"
+        )
     for token, value in bias.items():
-        if not _is_int(token) or token < 0:
-            raise GenerationError(f"logit_bias keys must be token ids >= 0, got {token!r}")
-        _check_finite(f"logit_bias[{token}]", value)
-
-
-def _our_names(message: str) -> str:
-    """A GenerationConfig error message with its option names replaced by SamplingParams' names."""
-    for theirs, ours in _OUR_NAMES.items():
-        message = re.sub(rf"\b{theirs}\b", ours, message)
-    return message
+        if not is_int(token) or token < 0:
+            raise GenerationError(
+                f"logit_bias keys must be token ids >= 0, got {token!r}", param="logit_bias"
+            )
+        _check_finite(f"logit_bias[{token}]", value, param="logit_bias")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import ContextLengthError, GenerationError
 
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length=20 counts new tokens for decoder-only models
@@ -111,7 +113,8 @@ def resolve_max_length(config: GenerationConfig, prompt_len: int, context_length
     if max_length <= prompt_len:
         raise GenerationError(
             f"max_length={max_length} must exceed the prompt length {prompt_len} ({asked}); "
-            "use max_new_tokens to count new tokens only"
+            "use max_new_tokens to count new tokens only",
+            param="max_length",
         )
     if max_length > context_length:
         raise ContextLengthError(
@@ -121,87 +124,130 @@ def resolve_max_length(config: GenerationConfig, prompt_len: int, context_length
     return max_length
 
 
-# ---- validation --------------------------------------------------------------------------------------
-def _validate(c: GenerationConfig) -> None:
-    """Raise GenerationError naming the first invalid option."""
-    _check_optional_int(c, "max_length", minimum=1)
-    _check_optional_int(c, "max_new_tokens", minimum=1)
-    _check_int(c, "min_new_tokens", minimum=0)
-    _check_int(c, "top_k", minimum=0)
-    _check_int(c, "no_repeat_ngram_size", minimum=0)
-    _check_int(c, "num_beams", minimum=1)
-    _check_int(c, "num_return_sequences", minimum=1)
-    _check_optional_int(c, "seed", minimum=None)
-    _check_optional_int(c, "pad_token_id", minimum=0)
-    for name in ("prompt_lookup_num_tokens", "max_matching_ngram_size", "num_assistant_tokens"):
-        _check_optional_int(c, name, minimum=1)
-    for name in ("do_sample", "return_dict_in_generate", "output_scores"):
-        if not isinstance(getattr(c, name), bool):
-            raise GenerationError(f"{name} must be True or False, got {getattr(c, name)!r}")
-    _check_float(c, "temperature", lambda v: v >= 0, ">= 0 (0 means greedy)")
-    _check_float(c, "top_p", lambda v: 0 < v <= 1, "in (0, 1]")
-    _check_float(c, "typical_p", lambda v: 0 < v <= 1, "in (0, 1]")
-    _check_float(c, "repetition_penalty", lambda v: v > 0, "> 0")
-    _check_float(c, "length_penalty", math.isfinite, "finite")
-    if c.min_p is not None:
-        _check_float(c, "min_p", lambda v: 0 <= v <= 1, "in [0, 1]")
-    if not (isinstance(c.early_stopping, bool) or c.early_stopping == "never"):
-        raise GenerationError(f"early_stopping must be True, False or 'never', got {c.early_stopping!r}")
-    _check_token_ids(c.eos_token_id)
-    _check_stop_strings(c.stop_strings)
-    _check_beam_counts(c)
+# ---- validation: one rule per option, also applied by SamplingParams under its own names -------------
+Rule = Callable[[str, Any], None]  # rule(name, value) raises GenerationError(param=name) when invalid
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def integer(minimum: int | None) -> Rule:
+    """An integer (>= ``minimum`` unless None)."""
+
+    def check(name: str, value: Any) -> None:
+        if not is_int(value):
+            raise GenerationError(f"{name} must be an integer, got {value!r}", param=name)
+        if minimum is not None and value < minimum:
+            raise GenerationError(f"{name} must be >= {minimum}, got {value}", param=name)
+
+    return check
 
 
-def _check_int(c: GenerationConfig, name: str, minimum: int | None) -> None:
-    value = getattr(c, name)
-    if not _is_int(value):
-        raise GenerationError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise GenerationError(f"{name} must be >= {minimum}, got {value}")
+def number(ok: Callable[[float], bool], expected: str) -> Rule:
+    """A real number (not NaN) for which ``ok`` holds (``expected`` says what ok means)."""
+
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GenerationError(f"{name} must be a number, got {value!r}", param=name)
+        if math.isnan(value) or not ok(value):
+            raise GenerationError(f"{name} must be {expected}, got {value!r}", param=name)
+
+    return check
 
 
-def _check_optional_int(c: GenerationConfig, name: str, minimum: int | None) -> None:
-    if getattr(c, name) is not None:
-        _check_int(c, name, minimum)
+def optional(rule: Rule) -> Rule:
+    """None, or what ``rule`` accepts."""
+
+    def check(name: str, value: Any) -> None:
+        if value is not None:
+            rule(name, value)
+
+    return check
 
 
-def _check_float(c: GenerationConfig, name: str, ok: Any, expected: str) -> None:
-    value = getattr(c, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GenerationError(f"{name} must be a number, got {value!r}")
-    if math.isnan(value) or not ok(value):
-        raise GenerationError(f"{name} must be {expected}, got {value!r}")
+def boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise GenerationError(f"{name} must be True or False, got {value!r}", param=name)
 
 
-def _check_token_ids(eos: Any) -> None:
-    ids = [eos] if _is_int(eos) else eos
+def _early_stopping(name: str, value: Any) -> None:
+    if not (isinstance(value, bool) or value == "never"):
+        raise GenerationError(f"{name} must be True, False or 'never', got {value!r}", param=name)
+
+
+def _token_ids(name: str, value: Any) -> None:
+    ids = [value] if is_int(value) else value
     if ids is None:
         return
-    if not isinstance(ids, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in ids):
-        raise GenerationError(f"eos_token_id must be a non-negative integer or a list of them, got {eos!r}")
+    if not isinstance(ids, (list, tuple)) or not all(is_int(i) and i >= 0 for i in ids):
+        raise GenerationError(
+            f"{name} must be a non-negative integer or a list of them, got {value!r}", param=name
+        )
 
 
-def _check_stop_strings(stops: Any) -> None:
-    items = [stops] if isinstance(stops, str) else stops
+def _stop_strings(name: str, value: Any) -> None:
+    items = [value] if isinstance(value, str) else value
     if items is None:
         return
     if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s for s in items):
-        raise GenerationError(f"stop_strings must be a non-empty string or a list of them, got {stops!r}")
+        raise GenerationError(
+            f"{name} must be a non-empty string or a list of them, got {value!r}", param=name
+        )
+
+
+IN_UNIT = "in (0, 1]"
+RULES: dict[str, Rule] = {  # GenerationConfig option -> its rule
+    "max_length": optional(integer(1)),
+    "max_new_tokens": optional(integer(1)),
+    "min_new_tokens": integer(0),
+    "top_k": integer(0),
+    "no_repeat_ngram_size": integer(0),
+    "num_beams": integer(1),
+    "num_return_sequences": integer(1),
+    "seed": optional(integer(None)),
+    "pad_token_id": optional(integer(0)),
+    "do_sample": boolean,
+    "return_dict_in_generate": boolean,
+    "output_scores": boolean,
+    "temperature": number(lambda v: v >= 0, ">= 0 (0 means greedy)"),
+    "top_p": number(lambda v: 0 < v <= 1, IN_UNIT),
+    "typical_p": number(lambda v: 0 < v <= 1, IN_UNIT),
+    "repetition_penalty": number(lambda v: v > 0, "> 0"),
+    "length_penalty": number(math.isfinite, "finite"),
+    "min_p": optional(number(lambda v: 0 <= v <= 1, "in [0, 1]")),
+    "early_stopping": _early_stopping,
+    "eos_token_id": _token_ids,
+    "stop_strings": _stop_strings,
+    "prompt_lookup_num_tokens": optional(integer(1)),
+    "max_matching_ngram_size": optional(integer(1)),
+    "num_assistant_tokens": optional(integer(1)),
+}
+
+
+def check_option(option: str, value: Any, name: str | None = None) -> None:
+    """GenerationError unless ``value`` is valid for the GenerationConfig ``option``; the error's message
+    and ``param`` use ``name`` (the caller's name for the option; default: ``option``)."""
+    RULES[option](name or option, value)
+
+
+def _validate(c: GenerationConfig) -> None:
+    """Raise GenerationError naming the first invalid option."""
+    for option in RULES:
+        check_option(option, getattr(c, option))
+    _check_beam_counts(c)
 
 
 def _check_beam_counts(c: GenerationConfig) -> None:
     if c.num_beams == 1 and not c.do_sample and c.num_return_sequences > 1:
         raise GenerationError(
             f"num_return_sequences={c.num_return_sequences} needs sampling (do_sample=True) or beam search "
-            "(num_beams > 1): greedy decoding returns one sequence per prompt"
+            "(num_beams > 1): greedy decoding returns one sequence per prompt",
+            param="num_return_sequences",
         )
     if c.num_beams > 1 and c.prompt_lookup_num_tokens is not None:
-        raise GenerationError("prompt_lookup_num_tokens (speculative decoding) needs num_beams=1")
+        raise GenerationError(
+            "prompt_lookup_num_tokens (speculative decoding) needs num_beams=1",
+            param="prompt_lookup_num_tokens",
+        )
     if c.num_beams > 1 and c.num_return_sequences > c.num_beams:
         raise GenerationError(
-            f"num_return_sequences={c.num_return_sequences} must be <= num_beams={c.num_beams} for beam search"
+            f"num_return_sequences={c.num_return_sequences} must be <= num_beams={c.num_beams} for beam search",
+            param="num_return_sequences",
         )

@@ -3,7 +3,8 @@
 from gptkit._lazy import lazy_getattr
 
 _EXPORTS = {
-    "Limits": "gptkit.serve.limits",
+    "Limits": "gptkit.serve.config",
+    "ServeConfig": "gptkit.serve.config",
     "create_app": "gptkit.serve.app",
     "RunningServer": "gptkit.serve.server",
     "load_app": "gptkit.serve.server",

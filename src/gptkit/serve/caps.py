@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gptkit.serve.admission import bulk_limit
+from gptkit.serve.config import Limits
 from gptkit.serve.errors import invalid
-from gptkit.serve.limits import Limits
 
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 

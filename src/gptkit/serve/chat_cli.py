@@ -170,9 +170,10 @@ def _sampling_params(args: argparse.Namespace):
     """SamplingParams from the command line (validated: a bad value fails before the model loads)."""
     from gptkit.engine import SamplingParams
 
+    options = {} if args.top_p is None else {"top_p": args.top_p}  # unset: SamplingParams' default
     try:
         return SamplingParams(
-            max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+            max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, **options
         )
     except GPTKitError as exc:
         raise UsageError(str(exc)) from None
@@ -218,6 +219,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_TEMPERATURE,
         help=f"sampling temperature; 0 is greedy ({DEFAULT_TEMPERATURE})",
     )
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling probability mass (1.0)")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling probability mass (default 1: no cut)"
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same answers")
     p.set_defaults(func=cmd_chat)

@@ -9,15 +9,14 @@ from pathlib import Path
 
 from gptkit.errors import GPTKitError
 from gptkit.options import add_model_options, port_number, positive_float, positive_int
+from gptkit.serve.config import Limits, ServeConfig  # dataclasses only: --help stays instant
 
 API_KEY_ENV = "GPTKIT_API_KEY"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve``."""
-    from gptkit.serve.limits import DEFAULT_MAX_QUEUE, DEFAULT_READ_TIMEOUT_S, DEFAULT_TIMEOUT_S, Limits
-
-    defaults = Limits()
+    """Add ``serve`` (its defaults: ServeConfig's and Limits')."""
+    defaults = ServeConfig()
     p = subparsers.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible HTTP API",
@@ -26,46 +25,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "continuously on one model.",
     )
     add_model_options(p, positional=True, compile=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
+    _add_access_options(p, defaults)
+    _add_capacity_options(p, defaults)
+    _add_speculative_options(p)
+    p.add_argument(
+        "--log-level", default=defaults.log_level, choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_access_options(p: argparse.ArgumentParser, defaults: ServeConfig) -> None:
+    """Where the server listens, the name it serves and its API key."""
+    p.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
+    p.add_argument(
+        "--port", type=port_number, default=defaults.port, help=f"port to listen on (default {defaults.port})"
+    )
     p.add_argument("--served-model-name", help="the model name clients use (default: MODEL as given)")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set ${API_KEY_ENV})")
     keys.add_argument("--api-key-file", type=Path, help="read the API key from this file")
+
+
+def _add_capacity_options(p: argparse.ArgumentParser, defaults: ServeConfig) -> None:
+    """Slots, queue, timeouts and the per-request limits."""
+    limits = defaults.limits
     p.add_argument(
-        "--max-batch-size", type=positive_int, default=16, help="requests decoded together (default 16)"
+        "--max-batch-size",
+        type=positive_int,
+        default=defaults.max_batch_size,
+        help=f"requests decoded together (default {defaults.max_batch_size})",
     )
     p.add_argument(
-        "--max-seq-len", type=positive_int, default=None, help="tokens per request slot (default 2048)"
+        "--max-seq-len",
+        type=positive_int,
+        default=defaults.max_seq_len,
+        help="tokens per request slot (default 2048)",
     )
     p.add_argument(
         "--max-queue",
         type=positive_int,
-        default=DEFAULT_MAX_QUEUE,
+        default=defaults.max_queue,
         help="sequences waiting for a slot before 429",
     )
     p.add_argument(
-        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, help="seconds per request before 408"
+        "--timeout", type=positive_float, default=defaults.timeout_s, help="seconds per request before 408"
     )
     p.add_argument(
         "--read-timeout",
         type=positive_float,
-        default=DEFAULT_READ_TIMEOUT_S,
-        help=f"seconds to receive a request body before 408 (default {DEFAULT_READ_TIMEOUT_S:g})",
+        default=limits.read_timeout_s,
+        help=f"seconds to receive a request body before 408 (default {limits.read_timeout_s:g})",
     )
-    p.add_argument("--max-n", type=positive_int, default=defaults.max_n, help="largest n per request")
+    p.add_argument("--max-n", type=positive_int, default=limits.max_n, help="largest n per request")
     p.add_argument(
         "--max-choices",
         type=positive_int,
-        default=defaults.max_choices,
-        help=f"largest prompts x n (sequences) per request (default {defaults.max_choices})",
+        default=limits.max_choices,
+        help=f"largest prompts x n (sequences) per request (default {limits.max_choices})",
     )
     p.add_argument(
         "--max-tokens",
         type=positive_int,
-        default=None,
+        default=limits.max_tokens,
         help="refuse max_tokens / max_completion_tokens above this with a 400 (default: the slot size)",
     )
+
+
+def _add_speculative_options(p: argparse.ArgumentParser) -> None:
+    """Speculative decoding: where drafts come from and how many per step."""
     p.add_argument(
         "--speculative",
         type=speculative_choice,
@@ -79,40 +106,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="tokens drafted per step with --speculative (default 5)",
     )
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.set_defaults(func=cmd_serve)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Load the model and serve it until interrupted."""
-    from gptkit.serve.limits import Limits
-    from gptkit.serve.server import run
-
-    check_address(args.host, args.port)  # before the model loads
-    run(
-        args.model,
-        host=args.host,
-        port=args.port,
-        served_name=args.served_model_name,
-        api_key=_api_key(args),
-        max_batch_size=args.max_batch_size,
-        max_seq_len=args.max_seq_len,
-        max_queue=args.max_queue,
-        timeout_s=args.timeout,
-        limits=Limits(
-            max_n=args.max_n,
-            max_tokens=args.max_tokens,
-            max_choices=args.max_choices,
-            read_timeout_s=args.read_timeout,
-        ),
-        dtype=args.dtype,
-        quantize=args.quantize,
-        compile=args.compile,
-        speculative=args.speculative,
-        num_speculative_tokens=args.num_speculative_tokens,
-        log_level=args.log_level,
-    )
-    return 0
 
 
 def speculative_choice(text: str) -> str:
@@ -120,6 +113,40 @@ def speculative_choice(text: str) -> str:
     if text == "ngram" or (text.startswith("draft:") and len(text) > len("draft:")):
         return text
     raise argparse.ArgumentTypeError(f"must be 'ngram' or 'draft:MODEL', got {text!r}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the model and serve it until interrupted."""
+    from gptkit.serve.server import run
+
+    check_address(args.host, args.port)  # before the model loads
+    run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize)
+    return 0
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The ServeConfig of ``gptkit serve``'s parsed options (the API key read from its file or env)."""
+    limits = Limits(
+        max_n=args.max_n,
+        max_tokens=args.max_tokens,
+        max_choices=args.max_choices,
+        read_timeout_s=args.read_timeout,
+    )
+    return ServeConfig(
+        model_name=args.served_model_name or args.model,
+        api_key=_api_key(args),
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+        limits=limits,
+        compile=args.compile,
+        speculative=args.speculative,
+        num_speculative_tokens=args.num_speculative_tokens,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+    )
 
 
 def check_address(host: str, port: int) -> None:

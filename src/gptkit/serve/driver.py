@@ -86,7 +86,7 @@ class RequestStream:
 class AsyncEngine:
     """Drive an :class:`Engine` from a background thread for many concurrent asyncio clients."""
 
-    def __init__(self, engine: Engine, max_queue: int = 256) -> None:
+    def __init__(self, engine: Engine, max_queue: int) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self._inbox: deque[tuple[str, Any, Any]] = deque()  # ("add", request, sink) | ("abort", id, None)

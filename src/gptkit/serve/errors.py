@@ -62,7 +62,9 @@ def invalid(param: str | None, message: str, code: str | None = None) -> APIErro
 
 
 def from_library_error(error: Exception, param: str | None = None) -> APIError:
-    """Map a gptkit library error (bad input to the engine or tokenizer) to a 400."""
+    """Map a gptkit library error (bad input to the engine or tokenizer) to a 400 naming ``param``
+    (default: the error's own ``param``)."""
+    param = param if param is not None else getattr(error, "param", None)
     if isinstance(error, ContextLengthError):
         return invalid(param, str(error), code="context_length_exceeded")
     return invalid(param, str(error))

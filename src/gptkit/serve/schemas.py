@@ -1,11 +1,17 @@
 """Request bodies of the OpenAI-compatible API (pydantic). Unknown fields are ignored, as OpenAI clients
-send extras; every constraint error names its field, which becomes the error's ``param``."""
+send extras; every constraint error names its field, which becomes the error's ``param``.
+
+Types are checked here. The values of sampling options are checked once, by SamplingParams (through
+GenerationConfig's rules), and their defaults live there too: an unset option here is ``None``. Only the
+API's own narrower ranges (OpenAI's, vLLM's) are declared here."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+
+from gptkit.checks import is_int
 
 Int = Annotated[int, Strict()]  # no bools, strings or floats where an integer is expected
 Float = Annotated[float, Strict()]  # ints are fine, strings and bools are not
@@ -37,8 +43,8 @@ class SamplingOptions(_Body):
     """Options shared by completions and chat completions (vLLM's extras included)."""
 
     model: str | None = None  # OpenAI requires it; we accept it omitted
-    temperature: Float | None = Field(default=None, ge=0, le=2)
-    top_p: Float | None = Field(default=None, gt=0, le=1)
+    temperature: Float | None = Field(default=None, le=2)
+    top_p: Float | None = None
     n: Int = Field(default=1, ge=1)
     stream: Bool = False
     stream_options: StreamOptions | None = None
@@ -50,9 +56,9 @@ class SamplingOptions(_Body):
     user: str | None = None
     # vLLM's extra sampling options
     top_k: Int | None = Field(default=None, ge=-1)
-    min_tokens: Int = Field(default=0, ge=0)
+    min_tokens: Int | None = None
     repetition_penalty: Float | None = Field(default=None, ge=0.01, le=100)
-    ignore_eos: Bool = False
+    ignore_eos: Bool | None = None
     stop_token_ids: list[Int] | None = None
     speculative: Bool = True  # gptkit's: false opts this request out of the server's speculative decoding
 
@@ -63,8 +69,6 @@ class SamplingOptions(_Body):
             return value
         if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
             raise ValueError("must be a string or a list of strings")
-        if any(s == "" for s in value):
-            raise ValueError("stop strings must not be empty")
         return value
 
     @field_validator("logit_bias")
@@ -86,8 +90,8 @@ class CompletionRequest(SamplingOptions):
     """POST /v1/completions."""
 
     prompt: Text | list[Text] | list[int] | list[list[int]]
-    max_tokens: Int | None = Field(default=16, ge=0)
-    logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    max_tokens: Int | None = None  # None: SamplingParams' default
+    logprobs: Int | None = Field(default=None, le=MAX_LOGPROBS)
     echo: Bool = False
     suffix: str | None = None
     best_of: Int | None = Field(default=None, ge=1)
@@ -102,9 +106,9 @@ class CompletionRequest(SamplingOptions):
             raise ValueError("must be a non-empty string, list of strings, or list of token ids")
         if all(isinstance(p, str) for p in value):
             return [_non_empty_text(p) for p in value]
-        if all(_is_int(t) for t in value):
+        if all(is_int(t) for t in value):
             return value
-        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in value):
+        if all(isinstance(p, list) and p and all(is_int(t) for t in p) for p in value):
             return value
         raise ValueError("must be a string, a list of strings, a list of token ids or a list of such lists")
 
@@ -148,7 +152,7 @@ class ChatCompletionRequest(SamplingOptions):
     max_tokens: Int | None = Field(default=None, ge=1)
     max_completion_tokens: Int | None = Field(default=None, ge=1)
     logprobs: Bool = False
-    top_logprobs: Int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    top_logprobs: Int | None = Field(default=None, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
     add_generation_prompt: Bool = True  # vLLM's extra
 
@@ -175,7 +179,3 @@ def _non_empty_text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
     return _encodable(text)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

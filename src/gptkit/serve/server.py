@@ -7,17 +7,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from gptkit.serve.app import create_app
+from gptkit.serve.config import ServeConfig
 
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
 
-__all__ = ["RunningServer", "create_app", "load_app", "run", "serve_in_thread"]
+__all__ = ["RunningServer", "ServeConfig", "create_app", "load_app", "run", "serve_in_thread"]
 
 
 @dataclass
@@ -58,49 +58,47 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 
 def load_app(
     model_name_or_path: str,
+    config: ServeConfig | None = None,
     *,
-    served_name: str | None = None,
     dtype: str | None = None,
     quantize: str | None = None,
-    **options: Any,
 ) -> FastAPI:
-    """Load a model and its tokenizer by registry name or path and build the app (options: create_app's;
-    ``speculative="draft:MODEL"`` loads the draft model the same way)."""
+    """Load a model and its tokenizer by registry name or path and build the app as ``config`` says
+    (its ``model_name`` defaults to ``model_name_or_path``; ``speculative="draft:MODEL"`` loads that
+    draft model the same way, checking that its tokenizer is the model's)."""
     from gptkit.loader import load
 
+    config = config or ServeConfig()
+    if config.model_name is None:
+        config = config.replace(model_name=str(model_name_or_path))
     model, tokenizer = load(model_name_or_path, dtype=dtype, quantize=quantize)
-    speculative = options.pop("speculative", None)
-    if isinstance(speculative, str) and speculative.startswith("draft:"):
+    draft = config.speculative
+    if isinstance(draft, str) and draft.startswith("draft:"):
         from gptkit.engine.speculative import check_draft_tokenizer
 
-        speculative, draft_tokenizer = load(speculative[len("draft:") :], dtype=dtype, quantize=quantize)
+        draft_model, draft_tokenizer = load(draft[len("draft:") :], dtype=dtype, quantize=quantize)
         check_draft_tokenizer(tokenizer, draft_tokenizer)
-    return create_app(
-        model,
-        tokenizer,
-        model_name=served_name or str(model_name_or_path),
-        speculative=speculative,
-        **options,
-    )
+        config = config.replace(speculative=draft_model)
+    return create_app(model, tokenizer, config)
 
 
 def run(
     model_name_or_path: str,
+    config: ServeConfig | None = None,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    log_level: str = "info",
-    **options: Any,
+    dtype: str | None = None,
+    quantize: str | None = None,
 ) -> None:
-    """Load the model and serve it in the foreground until interrupted (options: load_app's); once it
-    listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
+    """Load the model and serve it in the foreground on ``config.host:config.port`` until interrupted; once
+    it listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
     from gptkit.serve.startup import AnnouncingServer, base_url, startup_line
 
-    app = load_app(model_name_or_path, **options)
+    config = config or ServeConfig()
+    app = load_app(model_name_or_path, config, dtype=dtype, quantize=quantize)
     state = app.state.gptkit
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+    uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level)
 
     def announce(bound_port: int) -> str:
-        return startup_line(state.model_name, base_url(host, bound_port), state.api_key is not None)
+        return startup_line(state.model_name, base_url(config.host, bound_port), state.api_key is not None)
 
-    AnnouncingServer(config, announce).run()
+    AnnouncingServer(uvicorn_config, announce).run()

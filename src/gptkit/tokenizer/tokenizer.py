@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer import batch
 from gptkit.tokenizer.backend import Backend, replace_lone_surrogates
@@ -14,42 +15,9 @@ from gptkit.tokenizer.batch import BatchEncoding
 from gptkit.tokenizer.chat_template import render as render_chat
 from gptkit.tokenizer.content_guard import ChatText, ContentGuard, encode_guarded
 from gptkit.tokenizer.settings import SPECIAL_ROLES, TokenizerSettings
+from gptkit.tokenizer.sources import load_backend
 
 AllowedSpecial = str | Iterable[str]
-
-
-def _load(name_or_path: str | Path, pre_tokenizer: str | None) -> tuple[Backend, TokenizerSettings]:
-    """Resolve a name or path with the registry and build its backend and settings."""
-    from gptkit.registry import SourceKind, resolve
-
-    source = resolve(name_or_path, tokenizer_only=True)
-    if source.kind is SourceKind.TIKTOKEN:
-        return _load_cl100k()
-    if source.kind is SourceKind.GGUF:
-        return _load_gguf(source.path, pre_tokenizer)
-    from gptkit.tokenizer.hf_dir import load_hf_dir
-
-    return load_hf_dir(source.path)
-
-
-def _load_cl100k() -> tuple[Backend, TokenizerSettings]:
-    """GPT-4's tokenizer: <|endoftext|> ends text; there is no BOS, pad token or chat template."""
-    from gptkit.tokenizer.cl100k import EOS_TOKEN, TiktokenBackend
-
-    settings = TokenizerSettings(model_max_length=8192)
-    settings.special["eos_token"] = EOS_TOKEN
-    return TiktokenBackend(), settings
-
-
-def _load_gguf(path: Path, pre_tokenizer: str | None) -> tuple[Backend, TokenizerSettings]:
-    """The vocabulary embedded in a GGUF file."""
-    from gptkit.tokenizer.gguf_vocab import build_tokenizer, read_tokenizer_metadata, tokenizer_info
-    from gptkit.tokenizer.hf_backend import TokenizersBackend
-
-    meta = read_tokenizer_metadata(path)
-    backend = TokenizersBackend(build_tokenizer(meta, pre_tokenizer))
-    info = tokenizer_info(meta)
-    return backend, TokenizerSettings(special=dict(info.special_tokens), chat_template=info.chat_template)
 
 
 def _ids_list(ids: Any) -> list[int]:
@@ -62,7 +30,7 @@ def _ids_list(ids: Any) -> list[int]:
         raise TokenizerError(f"token ids must be a list of ints or a tensor, got {type(ids).__name__}")
     if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
         ids = ids[0]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not all(is_int(i) for i in ids):
         raise TokenizerError("decode takes one sequence of ints; use batch_decode for several sequences")
     return list(ids)
 
@@ -94,7 +62,7 @@ class GPT4Tokenizer:
 
         ``pre_tokenizer`` overrides a GGUF file's ``tokenizer.ggml.pre`` (e.g. "gpt2").
         """
-        backend, settings = _load(name_or_path, pre_tokenizer)
+        backend, settings = load_backend(name_or_path, pre_tokenizer)
         return cls(backend, settings, str(name_or_path))
 
     # ----- special tokens -------------------------------------------------------------------------

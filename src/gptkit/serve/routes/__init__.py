@@ -1,0 +1,5 @@
+"""The API's routes, one module per endpoint family; :data:`ROUTERS` in the order the app includes them."""
+
+from gptkit.serve.routes import chat, completions, models, tokenize
+
+ROUTERS = [models.router, tokenize.router, completions.router, chat.router]

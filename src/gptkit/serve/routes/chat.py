@@ -1,0 +1,47 @@
+"""POST /v1/chat/completions: messages through the model's chat template, streaming, logprobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from gptkit.engine import Completion
+from gptkit.serve import caps
+from gptkit.serve import openai_format as fmt
+from gptkit.serve.dispatch import Choice, make_choices
+from gptkit.serve.errors import invalid
+from gptkit.serve.params import chat_params
+from gptkit.serve.prompts import render_chat
+from gptkit.serve.respond import respond
+from gptkit.serve.schemas import ChatCompletionRequest
+from gptkit.serve.state import ServerState, State, check_model
+from gptkit.serve.streaming import chat_chunks
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(
+    body: ChatCompletionRequest, http_request: Request, state: ServerState = State
+):
+    """OpenAI's chat completions: messages through the model's chat template, streaming, logprobs."""
+    check_model(state, body.model)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise invalid("top_logprobs", "top_logprobs needs logprobs to be true")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise invalid("response_format", f"response_format {body.response_format.type!r} is not supported")
+    caps.check_token_caps(state.limits, body)
+    prompt_ids = render_chat(state.tokenizer, body.messages, body.add_generation_prompt)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is None:
+        max_tokens = _default_max_tokens(state, len(prompt_ids))
+    choices = make_choices(state, body, [prompt_ids], chat_params(body, max_tokens))
+
+    def choice(c: Choice, completion: Completion) -> dict:
+        return fmt.chat_choice(c.index, completion, state.token_text, body.logprobs)
+
+    return await respond(state, body, choices, http_request, chat_chunks, (fmt.CHAT, "chatcmpl"), choice)
+
+
+def _default_max_tokens(state: ServerState, prompt_len: int) -> int:
+    """Chat's default: the rest of the context (at least 1, so an overlong prompt is reported)."""
+    return caps.default_max_tokens(state.limits, max(state.max_seq_len - prompt_len, 1))

@@ -1,0 +1,66 @@
+"""What every route reads: the app's :class:`ServerState` (as a FastAPI dependency) and the model check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request
+
+from gptkit.serve import openai_format as fmt
+from gptkit.serve.config import Limits, ServeConfig
+from gptkit.serve.driver import AsyncEngine
+from gptkit.serve.errors import APIError
+from gptkit.serve.metrics import ServerMetrics
+
+
+@dataclass
+class ServerState:
+    """Everything the routes need: the driver, the tokenizer, the configuration and the metrics."""
+
+    driver: AsyncEngine
+    tokenizer: Any
+    config: ServeConfig
+    metrics: ServerMetrics
+    token_text: fmt.TokenText = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token_text = fmt.TokenText(self.tokenizer)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def api_key(self) -> str | None:
+        return self.config.api_key or None
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    @property
+    def timeout_s(self) -> float:
+        return self.config.timeout_s
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.driver.engine.max_seq_len
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.gptkit
+
+
+State = Depends(_state)  # a route's ``state: ServerState = State`` parameter
+
+
+def check_model(state: ServerState, name: str | None) -> None:
+    """A request naming another model than the served one is a 404 (omitting it is fine)."""
+    if name is not None and name != state.model_name:
+        raise APIError(
+            404,
+            f"The model {name!r} does not exist; this server serves {state.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
