@@ -105,21 +105,21 @@ class Speculator:
             ids[slot, : len(tokens)] = torch.tensor(tokens)
             mask[slot, : len(tokens)] = 1
         cache = engine.cache.row_range(0, width)
+        before = cache.next_column.tolist()  # each running row's cache holds all but its last token
         logits = engine.model(ids, attention_mask=mask, cache=cache).logits.float()  # (width, m + 1, V)
         self.stats.forwards += 1
-        events, drop = [], [m + 1] * width  # idle slots drop their padding
+        events, keep = [], [0] * width  # idle and finished slots keep nothing of this forward
         for slot, row in rows.items():
             emitted, row_events = self._verify(
-                engine, row, logits[slot], drafts.get(slot, []), probs.get(slot)
+                engine, row, logits[slot], drafts.get(slot, []), probs.get(slot), before[slot]
             )
             events += row_events
             if row.request.slot is None:  # finished: its slot was reset
-                drop[slot] = 0
                 continue
-            drop[slot] = m + 1 - len(emitted)  # keep its last token and the accepted drafts
+            keep[slot] = before[slot] + len(emitted)  # its last token and the accepted drafts
             if self.uses_model and slot in proposed:
                 self.drafter.commit(slot, proposed[slot], emitted)
-        cache.truncate(drop)
+        cache.truncate(cache.next_column - torch.tensor(keep, device=device))
         return events
 
     def _draft(self, rows: dict[int, _SlotRow]) -> tuple[dict, dict, dict]:
@@ -141,13 +141,19 @@ class Speculator:
             kept_probs[slot] = None if q is None else q[: budget[slot]]
         return out, full, kept_probs
 
-    def _verify(self, engine: Any, row: _SlotRow, logits: torch.Tensor, drafts: list[int], q) -> tuple:
-        """(tokens emitted, events) for one request: its accepted drafts and one more token."""
+    def _verify(
+        self, engine: Any, row: _SlotRow, logits: torch.Tensor, drafts: list[int], q, columns: int
+    ) -> tuple:
+        """(tokens emitted, events) for one request: its accepted drafts and one more token. Before each
+        token the slot's row is cut to the tokens committed so far (``columns`` before the forward), so a
+        request that finishes leaves its row as a plain decode would (for the prefix cache)."""
         request, emitted, events = row.request, [], []
+        row_cache = engine.cache.row_range(row.index, row.index + 1)
         try:
-            for position, token in enumerate(
-                verified_tokens(logits, drafts, q, row.process, row.sampling, row.generator)
-            ):
+            walk = verified_tokens(logits, drafts, q, row.process, row.sampling, row.generator)
+            for position, token in enumerate(walk):
+                if engine.prefix_cache is not None:
+                    row_cache.truncate(row_cache.next_column - (columns + position + 1))
                 emitted.append(token)
                 events.append(engine.emit(request, token, _logprob(request, token, logits[position])))
                 if events[-1].finished:

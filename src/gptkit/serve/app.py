@@ -37,14 +37,23 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig | None = None, **
     if config.model_name is None:
         raise ConfigError("create_app needs a model_name: the name clients use for the served model")
     engine = Engine(
-        model, tokenizer, config.max_batch_size, config.max_seq_len, compile=config.compile,
-        speculative=config.speculative, num_speculative_tokens=config.num_speculative_tokens,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        config.max_batch_size,
+        config.max_seq_len,
+        compile=config.compile,
+        prefix_cache_mb=config.prefix_cache_mb,
+        speculative=config.speculative,
+        num_speculative_tokens=config.num_speculative_tokens,
+    )
     if config.compile:
         engine.warm_up()
     driver = AsyncEngine(engine, config.max_queue)
     metrics = ServerMetrics(
-        lambda: driver.num_waiting, lambda: driver.num_running, lambda: engine.speculation
+        lambda: driver.num_waiting,
+        lambda: driver.num_running,
+        engine.prefix_cache,
+        lambda: engine.speculation,
     )
     state = ServerState(driver, tokenizer, config, metrics)
 

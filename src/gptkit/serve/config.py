@@ -33,6 +33,7 @@ class ServeConfig:
     timeout_s: float = 600.0  # one API call's generation time at most, else 408 (--timeout)
     limits: Limits = field(default_factory=Limits)
     compile: bool = False  # torch.compile the decode step, compiled at startup
+    prefix_cache_mb: float | None = None  # KV blocks kept for reuse (--prefix-cache-mb); None: 512, 0: off
     speculative: Any = None  # "ngram", a draft model, or "draft:MODEL" (load_app loads it); None: off
     num_speculative_tokens: int | None = None  # drafts per step (None: the Engine's default, 5)
     host: str = "127.0.0.1"  # where run() listens
