@@ -121,3 +121,15 @@ def test_bad_speculative_options(model, tokenizer):
             Engine(model, tokenizer, max_batch_size=2, max_seq_len=64, **options)
     with pytest.raises(GenerationError, match="speculative must be True or False"):
         SamplingParams(speculative="no")
+
+
+def test_prefix_cache_keeps_a_speculating_requests_answer(model, tokenizer):
+    params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
+    cached = []
+    for options in ({}, dict(speculative=model, num_speculative_tokens=5)):
+        engine = Engine(model, tokenizer, max_batch_size=2, max_seq_len=128, **options)
+        first = engine.generate([PROMPTS[0]], params)[0]
+        follow_up = tokenizer.encode(PROMPTS[0]).ids + first.token_ids + [5, 6]
+        again = engine.generate([follow_up], SamplingParams(max_tokens=4, temperature=0))[0]
+        cached.append((first.token_ids, again.token_ids, again.cached_tokens))
+    assert cached[0] == cached[1] and cached[1][2] >= 48  # the answer's full blocks were reused

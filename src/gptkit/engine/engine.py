@@ -257,6 +257,8 @@ class Engine:
 
     def _release(self, request: Request) -> None:
         """Keep the request's KV blocks in the prefix cache and free its slot for the next one."""
+        if self.speculator is not None:
+            self.speculator.releasing(request, self.cache)
         self._keep_prefix(request, computed=request.length - 1)  # the last token was never fed
         slot = request.slot
         del self.running[slot]

@@ -86,6 +86,14 @@ class Speculator:
         self.drafter.start(slot, request.sequence[:, : request.prompt_len], None)
         self.drafter.commit(slot, [], request.generated)
 
+    def releasing(self, request: Any, cache: Any) -> None:
+        """A request ends, maybe inside a verified run: its row drops the columns after its committed
+        tokens (all but the last), leaving it as a plain decode would (the prefix cache keeps it then)."""
+        row = cache.row_range(request.slot, request.slot + 1)
+        extra = int(row.next_column[0]) - (request.length - 1)
+        if extra > 0:
+            row.truncate([extra])
+
     def released(self, slot: int) -> None:
         if self.uses_model:
             self.drafter.release(slot)
@@ -111,7 +119,7 @@ class Speculator:
         events, keep = [], [0] * width  # idle and finished slots keep nothing of this forward
         for slot, row in rows.items():
             emitted, row_events = self._verify(
-                engine, row, logits[slot], drafts.get(slot, []), probs.get(slot), before[slot]
+                engine, row, logits[slot], drafts.get(slot, []), probs.get(slot)
             )
             events += row_events
             if row.request.slot is None:  # finished: its slot was reset
@@ -141,19 +149,12 @@ class Speculator:
             kept_probs[slot] = None if q is None else q[: budget[slot]]
         return out, full, kept_probs
 
-    def _verify(
-        self, engine: Any, row: _SlotRow, logits: torch.Tensor, drafts: list[int], q, columns: int
-    ) -> tuple:
-        """(tokens emitted, events) for one request: its accepted drafts and one more token. Before each
-        token the slot's row is cut to the tokens committed so far (``columns`` before the forward), so a
-        request that finishes leaves its row as a plain decode would (for the prefix cache)."""
+    def _verify(self, engine: Any, row: _SlotRow, logits: torch.Tensor, drafts: list[int], q) -> tuple:
+        """(tokens emitted, events) for one request: its accepted drafts and one more token."""
         request, emitted, events = row.request, [], []
-        row_cache = engine.cache.row_range(row.index, row.index + 1)
         try:
             walk = verified_tokens(logits, drafts, q, row.process, row.sampling, row.generator)
             for position, token in enumerate(walk):
-                if engine.prefix_cache is not None:
-                    row_cache.truncate(row_cache.next_column - (columns + position + 1))
                 emitted.append(token)
                 events.append(engine.emit(request, token, _logprob(request, token, logits[position])))
                 if events[-1].finished:
