@@ -25,8 +25,10 @@ from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.prefix_cache import DEFAULT_PREFIX_CACHE_MB, PrefixCache, model_namespace
 from gptkit.engine.request import Completion, Event, Request
+from gptkit.engine.speculative import make_speculator
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.plan import make_plan
+from gptkit.generation.speculative import SpeculationStats
 
 DEFAULT_MAX_SEQ_LEN = 2048  # slot size cap when the model's context is longer: bounds cache memory
 
@@ -49,6 +51,8 @@ class Engine:
         *,
         compile: bool = False,
         prefix_cache_mb: float | None = None,
+        speculative: Any = None,
+        num_speculative_tokens: int | None = None,
     ) -> None:
         context = model.config.context_length
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
@@ -63,7 +67,11 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
-        self.cache = model.new_cache(max_batch_size, max_seq_len)  # per layer (slots, n_kv_head, S, head_dim)
+        self.speculator = make_speculator(
+            model, speculative, num_speculative_tokens, max_batch_size, max_seq_len
+        )
+        slack = 0 if self.speculator is None else self.speculator.num_tokens  # a verification's padding
+        self.cache = model.new_cache(max_batch_size, max_seq_len + slack)  # (slots, n_kv_head, S, head_dim)
         self.decode = DecodeStep(model, compile)
         self.prefix_cache = _prefix_cache(self.cache, prefix_cache_mb)
         self.namespace = model_namespace(model)  # cached KV is reused only by this model (and adapter)
@@ -75,6 +83,11 @@ class Engine:
     @property
     def max_batch_size(self) -> int:
         return self.cache.batch_size
+
+    @property
+    def speculation(self) -> SpeculationStats | None:
+        """Drafted and accepted tokens so far (``acceptance_rate``), when the engine speculates."""
+        return None if self.speculator is None else self.speculator.stats
 
     @property
     def num_waiting(self) -> int:
@@ -160,6 +173,8 @@ class Engine:
         """One forward pass over slots [0, highest occupied]: running rows take their last token."""
         if not self.running:
             return []
+        if self.speculator is not None and any(r.params.speculative for r in self.running.values()):
+            return self.speculator.step(self)
         width = max(self.running) + 1
         device = self.cache.valid.device
         tokens = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1)
@@ -186,7 +201,10 @@ class Engine:
         request.cached_tokens = self._reuse_prefix(request, slot)
         logits = self._prefill(request, cache=self.cache.row_range(slot, slot + 1))
         self._keep_prefix(request, computed=request.prompt_len)
-        return self._advance(request, logits)
+        event = self._advance(request, logits)
+        if self.speculator is not None and not event.finished:
+            self.speculator.admitted(request)
+        return event
 
     def _reuse_prefix(self, request: Request, slot: int) -> int:
         """Copy the longest cached start of the prompt into the slot's row (at least its last token is left
@@ -228,6 +246,10 @@ class Engine:
         except RuntimeError as error:
             self._release(request)
             return request.fail(f"sampling failed for this request's options: {error}")
+        return self.emit(request, token, logprob)
+
+    def emit(self, request: Request, token: int, logprob: Any = None) -> Event:
+        """Record the request's next token; free its slot when that finishes it."""
         event = request.append(token, logprob)
         if event.finished:
             self._release(request)
@@ -235,10 +257,14 @@ class Engine:
 
     def _release(self, request: Request) -> None:
         """Keep the request's KV blocks in the prefix cache and free its slot for the next one."""
+        if self.speculator is not None:
+            self.speculator.releasing(request, self.cache)
         self._keep_prefix(request, computed=request.length - 1)  # the last token was never fed
         slot = request.slot
         del self.running[slot]
         self.cache.reset_rows([slot])
+        if self.speculator is not None:
+            self.speculator.released(slot)
         heapq.heappush(self.free_slots, slot)
         request.slot = None
 

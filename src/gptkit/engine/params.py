@@ -46,10 +46,12 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling
     logprobs: int | None = None  # per generated token: its log-probability and this many top alternatives
     prompt_logprobs: int | None = None  # the same for every prompt token but the first (OpenAI's echo)
+    speculative: bool = True  # False: no drafts for this request when the engine speculates
 
     def __post_init__(self) -> None:
         """GenerationError naming the first invalid option, in the message and in ``param``."""
         boolean("ignore_eos", self.ignore_eos)
+        boolean("speculative", self.speculative)
         integer(0)("max_tokens", self.max_tokens)
         for ours, option in CONFIG_OPTIONS.items():
             check_option(option, getattr(self, ours), ours)

@@ -45,6 +45,10 @@ class GenerationConfig:
     seed: int | None = None  # seeds a private torch.Generator for sampling
     return_dict_in_generate: bool = False
     output_scores: bool = False
+    # speculative decoding (gptkit.generation.speculative), under transformers' names:
+    prompt_lookup_num_tokens: int | None = None  # draft this many tokens per step by n-gram lookup
+    max_matching_ngram_size: int | None = None  # the longest n-gram the lookup matches (None -> 2)
+    num_assistant_tokens: int | None = None  # tokens per step from generate(assistant_model=...) (None -> 20)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -211,6 +215,9 @@ RULES: dict[str, Rule] = {  # GenerationConfig option -> its rule
     "early_stopping": _early_stopping,
     "eos_token_id": _token_ids,
     "stop_strings": _stop_strings,
+    "prompt_lookup_num_tokens": optional(integer(1)),
+    "max_matching_ngram_size": optional(integer(1)),
+    "num_assistant_tokens": optional(integer(1)),
 }
 
 
@@ -233,6 +240,11 @@ def _check_beam_counts(c: GenerationConfig) -> None:
             f"num_return_sequences={c.num_return_sequences} needs sampling (do_sample=True) or beam search "
             "(num_beams > 1): greedy decoding returns one sequence per prompt",
             param="num_return_sequences",
+        )
+    if c.num_beams > 1 and c.prompt_lookup_num_tokens is not None:
+        raise GenerationError(
+            "prompt_lookup_num_tokens (speculative decoding) needs num_beams=1",
+            param="prompt_lookup_num_tokens",
         )
     if c.num_beams > 1 and c.num_return_sequences > c.num_beams:
         raise GenerationError(

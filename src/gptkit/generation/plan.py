@@ -20,6 +20,7 @@ class GenerateOutput:
     sequences: torch.Tensor
     scores: tuple[torch.Tensor, ...] | None = None  # processed next-token scores of every step
     sequences_scores: torch.Tensor | None = None  # beam search: final length-normalised beam scores (N,)
+    speculation: Any = None  # speculative decoding: a SpeculationStats (drafted, accepted, acceptance_rate)
 
 
 @dataclass

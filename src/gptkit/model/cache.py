@@ -46,6 +46,23 @@ class KVCache:
         self.next_position[rows] = 0
         self.next_column[rows] = 0
 
+    def truncate(self, drop: torch.Tensor | list[int]) -> None:
+        """Forget the last ``drop[b]`` columns of each row b (B,), in place: rejected draft tokens.
+
+        The keys and values stay in memory, invisible, until new tokens overwrite them.
+        """
+        drop = torch.as_tensor(drop, dtype=torch.long, device=self.valid.device)
+        if bool((drop < 0).any()) or bool((drop > self.next_column).any()):
+            raise ValueError(
+                f"cannot drop {drop.tolist()} columns of rows holding {self.next_column.tolist()}"
+            )
+        keep = self.next_column - drop  # (B,)
+        columns = torch.arange(self.max_len, device=drop.device)[None]  # (1, S)
+        removed = (columns >= keep[:, None]) & (columns < self.next_column[:, None])  # (B, S)
+        self.next_position.sub_((self.valid & removed).sum(-1))  # pad columns had no position
+        self.valid.masked_fill_(removed, False)
+        self.next_column.sub_(drop)  # in place: a row_range view shares these tensors
+
     def adopt_prefix(self, row: int, length: int) -> None:
         """Mark columns [0, length) of the empty ``row`` as real tokens at positions 0..length-1, their
         keys and values having been copied in (a reused prompt prefix); new tokens go after them."""

@@ -43,11 +43,18 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig | None = None, **
         config.max_seq_len,
         compile=config.compile,
         prefix_cache_mb=config.prefix_cache_mb,
+        speculative=config.speculative,
+        num_speculative_tokens=config.num_speculative_tokens,
     )
     if config.compile:
         engine.warm_up()
     driver = AsyncEngine(engine, config.max_queue)
-    metrics = ServerMetrics(lambda: driver.num_waiting, lambda: driver.num_running, engine.prefix_cache)
+    metrics = ServerMetrics(
+        lambda: driver.num_waiting,
+        lambda: driver.num_running,
+        engine.prefix_cache,
+        lambda: engine.speculation,
+    )
     state = ServerState(driver, tokenizer, config, metrics)
 
     @asynccontextmanager

@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_prefix_cache_option(p)
     _add_access_options(p, defaults)
     _add_capacity_options(p, defaults)
+    _add_speculative_options(p)
     p.add_argument(
         "--log-level", default=defaults.log_level, choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -97,6 +98,30 @@ def _add_capacity_options(p: argparse.ArgumentParser, defaults: ServeConfig) -> 
     )
 
 
+def _add_speculative_options(p: argparse.ArgumentParser) -> None:
+    """Speculative decoding: where drafts come from and how many per step."""
+    p.add_argument(
+        "--speculative",
+        type=speculative_choice,
+        default=None,
+        help="speculative decoding: 'ngram' (drafts copied from the prompt and output) or 'draft:MODEL' "
+        '(a smaller model with the same tokenizer); requests opt out with "speculative": false',
+    )
+    p.add_argument(
+        "--num-speculative-tokens",
+        type=positive_int,
+        default=None,
+        help="tokens drafted per step with --speculative (default 5)",
+    )
+
+
+def speculative_choice(text: str) -> str:
+    """argparse type: 'ngram' or 'draft:MODEL'."""
+    if text == "ngram" or (text.startswith("draft:") and len(text) > len("draft:")):
+        return text
+    raise argparse.ArgumentTypeError(f"must be 'ngram' or 'draft:MODEL', got {text!r}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model and serve it until interrupted."""
     from gptkit.serve.server import run
@@ -124,6 +149,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         limits=limits,
         compile=args.compile,
         prefix_cache_mb=args.prefix_cache_mb,
+        speculative=args.speculative,
+        num_speculative_tokens=args.num_speculative_tokens,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -34,6 +34,8 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     compile: bool = False  # torch.compile the decode step, compiled at startup
     prefix_cache_mb: float | None = None  # KV blocks kept for reuse (--prefix-cache-mb); None: 512, 0: off
+    speculative: Any = None  # "ngram", a draft model, or "draft:MODEL" (load_app loads it); None: off
+    num_speculative_tokens: int | None = None  # drafts per step (None: the Engine's default, 5)
     host: str = "127.0.0.1"  # where run() listens
     port: int = 8000
     log_level: str = "info"  # uvicorn's

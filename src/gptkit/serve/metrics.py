@@ -29,7 +29,11 @@ class ServerMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(
-        self, num_waiting: Callable[[], float], num_running: Callable[[], float], prefix_cache: Any = None
+        self,
+        num_waiting: Callable[[], float],
+        num_running: Callable[[], float],
+        prefix_cache: Any = None,
+        speculation: Callable[[], Any] = lambda: None,
     ) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("gptkit_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)  # fmt: skip
@@ -45,6 +49,17 @@ class ServerMetrics:
         self.ttft = Histogram("gptkit_time_to_first_token_seconds", "Time from request to first token", buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         if prefix_cache is not None:
             r.register(PrefixCacheCollector(prefix_cache))
+        self._speculation_gauges(speculation)
+
+    def _speculation_gauges(self, speculation: Callable[[], Any]) -> None:
+        """Speculative decoding's drafted and accepted tokens so far and their ratio (0 when not speculating)."""
+        for name, what, read in (
+            ("draft_tokens", "Draft tokens checked by speculative decoding", lambda s: s.drafted),
+            ("accepted_tokens", "Draft tokens accepted", lambda s: s.accepted),
+            ("acceptance_rate", "Accepted / checked draft tokens", lambda s: s.acceptance_rate),
+        ):
+            gauge = Gauge(f"gptkit_speculative_{name}", what, registry=self.registry)
+            gauge.set_function(lambda read=read: 0.0 if (s := speculation()) is None else float(read(s)))
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

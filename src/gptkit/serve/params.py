@@ -30,6 +30,7 @@ PASSED_AS_IS = (
     "min_tokens",
     "presence_penalty",
     "frequency_penalty",
+    "speculative",
 )
 
 

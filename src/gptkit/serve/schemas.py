@@ -60,6 +60,7 @@ class SamplingOptions(_Body):
     repetition_penalty: Float | None = Field(default=None, ge=0.01, le=100)
     ignore_eos: Bool | None = None
     stop_token_ids: list[Int] | None = None
+    speculative: Bool = True  # gptkit's: false opts this request out of the server's speculative decoding
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -64,13 +64,21 @@ def load_app(
     quantize: str | None = None,
 ) -> FastAPI:
     """Load a model and its tokenizer by registry name or path and build the app as ``config`` says
-    (its ``model_name`` defaults to ``model_name_or_path``)."""
+    (its ``model_name`` defaults to ``model_name_or_path``; ``speculative="draft:MODEL"`` loads that
+    draft model the same way, checking that its tokenizer is the model's)."""
     from gptkit.loader import load
 
     config = config or ServeConfig()
     if config.model_name is None:
         config = config.replace(model_name=str(model_name_or_path))
     model, tokenizer = load(model_name_or_path, dtype=dtype, quantize=quantize)
+    draft = config.speculative
+    if isinstance(draft, str) and draft.startswith("draft:"):
+        from gptkit.engine.speculative import check_draft_tokenizer
+
+        draft_model, draft_tokenizer = load(draft[len("draft:") :], dtype=dtype, quantize=quantize)
+        check_draft_tokenizer(tokenizer, draft_tokenizer)
+        config = config.replace(speculative=draft_model)
     return create_app(model, tokenizer, config)
 
 
