@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from gptkit.model.adapters import adapters_active
 from gptkit.model.attention import AttentionInputs
 from gptkit.model.cache import KVCache
 
@@ -38,7 +39,7 @@ class DecodeStep:
 
     def __call__(self, tokens: torch.Tensor, token_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         inputs, positions = self.model.cached_inputs(token_mask, cache)
-        if self.compiled is not None:
+        if self.compiled is not None and not adapters_active(self.model):  # LoRA rows decode eagerly
             _mark_dynamic(tokens, positions, inputs)
             try:
                 return self.compiled(self.model, tokens, positions, inputs, 1)[:, -1]
