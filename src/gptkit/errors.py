@@ -43,5 +43,9 @@ class GenerationError(GPTKitError, ValueError):
     """Invalid generation arguments (sampling parameters, lengths)."""
 
 
+class EmbeddingError(GPTKitError, ValueError):
+    """Invalid embedding input or options (empty input, bad token ids, unsupported dimensions)."""
+
+
 class ContextLengthError(GenerationError):
     """A prompt (plus requested tokens) does not fit the model's context window."""
