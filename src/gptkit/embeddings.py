@@ -121,13 +121,9 @@ def embed_token_ids(
     check_options(model, pooling, dimensions)
     check_lengths(ids, max_length or model.config.context_length)
     slot = _adapter_slot(model, adapter)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a forward
     out = torch.empty(len(ids), dimensions or model.config.n_embd)
-    position = 0
-    for batch in _batches([ids[i] for i in order]):
-        vectors = _embed_batch(model, batch, pooling, dimensions, slot)
-        out[order[position : position + len(batch)]] = vectors
-        position += len(batch)
+    for group in length_batches(ids):
+        out[group] = _embed_batch(model, [ids[i] for i in group], pooling, dimensions, slot)
     return out
 
 
@@ -141,14 +137,15 @@ def _adapter_slot(model: Any, adapter: str | None) -> int:
     return selection.index(adapter)
 
 
-def _batches(ids: list[list[int]]) -> list[list[list[int]]]:
-    """Consecutive inputs grouped so that each padded batch holds at most BATCH_TOKENS tokens."""
+def length_batches(ids: list[list[int]]) -> list[list[int]]:
+    """Input indices sorted by length and grouped so that each padded batch holds at most BATCH_TOKENS
+    tokens (inputs of similar lengths share a forward)."""
     batches, current = [], []
-    for row in ids:
-        if current and (len(current) + 1) * max(len(row), len(current[-1])) > BATCH_TOKENS:
+    for i in sorted(range(len(ids)), key=lambda i: len(ids[i])):
+        if current and (len(current) + 1) * len(ids[i]) > BATCH_TOKENS:
             batches.append(current)
             current = []
-        current.append(row)
+        current.append(i)
     return [*batches, current] if current else batches
 
 

@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 
 from gptkit.errors import GPTKitError
-from gptkit.options import add_model_options, port_number, positive_float, positive_int
+from gptkit.options import (
+    UsageError,
+    add_model_options,
+    named_adapter,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from gptkit.serve.config import Limits, ServeConfig  # dataclasses only: --help stays instant
 
 API_KEY_ENV = "GPTKIT_API_KEY"
@@ -25,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "continuously on one model.",
     )
     add_model_options(p, positional=True, compile=True)
+    p.add_argument(
+        "--lora",
+        action="append",
+        type=named_adapter,
+        default=[],
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter directory (PEFT's layout, or gptkit export --adapter) as model NAME "
+        "(repeatable); requests choose it with model: NAME, batched with the base model",
+    )
     _add_access_options(p, defaults)
     _add_capacity_options(p, defaults)
     p.add_argument(
@@ -95,8 +111,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gptkit.serve.server import run
 
     check_address(args.host, args.port)  # before the model loads
-    run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize)
+    run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize, lora=_adapters(args.lora))
     return 0
+
+
+def _adapters(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """--lora NAME=PATH options as a dict; a name given twice is a usage error."""
+    adapters: dict[str, str] = {}
+    for name, path in pairs:
+        if name in adapters:
+            raise UsageError(f"--lora: the adapter name {name!r} is given twice")
+        adapters[name] = path
+    return adapters
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
