@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import GenerationError
-from gptkit.generation.config import GenerationConfig, boolean, check_option, integer, is_int, optional
+from gptkit.generation.config import GenerationConfig, boolean, check_option, integer, optional
 
 GREEDY_BELOW = 1e-5  # temperatures this small decode greedily (vLLM's rule): logits / 1e-300 overflow
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for completions

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gptkit.compiling import CompiledOrEager
 from gptkit.config import GPT4Config
 from gptkit.data.shards import DataError
 from gptkit.errors import ConfigError, GPTKitError
@@ -304,20 +305,12 @@ class CompiledForward:
     """``model(x, labels=y).loss`` (or ``targets=y``), through torch.compile when asked, else eager."""
 
     def __init__(self, model: nn.Module, compile: bool, kind: str = "labels") -> None:
-        self.eager = model
-        self.compiled = torch.compile(model) if compile else None
+        compiled = torch.compile(model) if compile else None
+        self.model = CompiledOrEager(compiled, model, "the training forward", warnings.warn)
         self.kind = kind
 
     def __call__(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(input_ids, **{self.kind: labels}).loss
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: keep training in eager mode
-                warnings.warn(
-                    f"torch.compile failed ({type(exc).__name__}: {exc}); using eager mode", stacklevel=2
-                )
-                self.compiled = None
-        return self.eager(input_ids, **{self.kind: labels}).loss
+        return self.model(input_ids, **{self.kind: labels}).loss
 
 
 def build_model(config: TrainConfig) -> GPT4LMHeadModel:
