@@ -12,8 +12,8 @@ from gptkit.model.adapters import (
     BASE,
     MultiLoRALinear,
     adapter_selection,
-    add_adapter,
     adapters_active,
+    add_adapter,
     use_adapters,
 )
 
