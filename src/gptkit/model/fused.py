@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gptkit import kernels
+from gptkit.model.adapters import MultiLoRALinear
 from gptkit.model.attention import AttentionInputs
 
 MLP_KINDS = {"swiglu": 0, "none": 1, "tanh": 2}  # SwiGLU, GELU (erf), GELU (tanh)
@@ -23,7 +24,7 @@ def fused_decode(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs) -> 
         return None
     if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
-    if any(getattr(linear, "adapter_active", False) for linear in _linears(block)):
+    if any(isinstance(linear, MultiLoRALinear) and linear.adapter_active for linear in _linears(block)):
         return None  # a LoRA adapter applies to some row: the modules run (gptkit.model.adapters)
     weights = _block_arguments(block)
     native = kernels.ops() if weights is not None else None
