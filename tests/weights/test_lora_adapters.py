@@ -129,8 +129,14 @@ def test_parts_with_different_ranks_fuse_block_diagonally(llama, peft_adapter_wr
             lambda t: t.update({k.replace("layers.1", "layers.7"): v.clone() for k, v in t.items()}),
             "not a linear layer",
         ),
-        (lambda t: t.update({k: v[:, :3].clone() for k, v in t.items() if "lora_B" in k}), "this model needs"),
-        (lambda t: t.update({k: v[:, :16].clone() for k, v in t.items() if "lora_A" in k}), "this model needs"),
+        (
+            lambda t: t.update({k: v[:, :3].clone() for k, v in t.items() if "lora_B" in k}),
+            "this model needs",
+        ),
+        (
+            lambda t: t.update({k: v[:, :16].clone() for k, v in t.items() if "lora_A" in k}),
+            "this model needs",
+        ),
         (lambda t: t.pop(next(k for k in t if "lora_B" in k)), "without its partner"),
         (
             lambda t: t.update({"base_model.model.model.embed_tokens.weight": torch.zeros(2)}),
