@@ -101,3 +101,25 @@ def test_a_served_adapter_gives_the_merged_models_logits(
             assert dict(ours.top).keys() == dict(theirs.top).keys()
             assert all(abs(dict(ours.top)[t] - v) < 1e-4 for t, v in theirs.top)
     assert got[0].token_ids != base[0].token_ids or got[1].token_ids != base[1].token_ids
+
+
+def test_the_prefix_cache_reuses_kv_only_within_one_adapter(
+    wide_tiny_llama, byte_tokenizer, peft_adapter_writer, tmp_path, single_thread
+):
+    peft_adapter_writer(wide_tiny_llama.config, tmp_path, ("self_attn.k_proj", "self_attn.v_proj"), std=0.3)
+    model = copy.deepcopy(wide_tiny_llama)
+    load_adapter(model, tmp_path, name="tuned")
+    prompt = list(range(5, 45))  # 40 tokens: two full 16-token blocks to reuse
+    params = SamplingParams(max_tokens=6, temperature=0, logprobs=2)
+    cached = Engine(model, byte_tokenizer, max_batch_size=2)
+    fresh = Engine(model, byte_tokenizer, max_batch_size=2, prefix_cache_mb=0)
+    base_first = cached.generate([prompt], params)[0]  # stores the base model's KV of the prompt
+    tuned = cached.generate([prompt], params, adapters=["tuned"])[0]
+    assert tuned.cached_tokens == 0  # the base model's KV is not the adapter's
+    again = cached.generate([prompt], params, adapters=["tuned"])[0]
+    assert again.cached_tokens == 32  # the adapter's own KV is reused
+    expected = fresh.generate([prompt], params, adapters=["tuned"])[0]
+    for completion in (tuned, again):
+        assert completion.token_ids == expected.token_ids
+        assert _close_logprobs(completion, expected, atol=1e-5)
+    assert cached.generate([prompt], params)[0].token_ids == base_first.token_ids

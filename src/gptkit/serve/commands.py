@@ -11,6 +11,7 @@ from gptkit.errors import GPTKitError
 from gptkit.options import (
     UsageError,
     add_model_options,
+    add_prefix_cache_option,
     named_adapter,
     port_number,
     positive_float,
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "continuously on one model.",
     )
     add_model_options(p, positional=True, compile=True)
+    add_prefix_cache_option(p)
     p.add_argument(
         "--lora",
         action="append",
@@ -142,6 +144,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         timeout_s=args.timeout,
         limits=limits,
         compile=args.compile,
+        prefix_cache_mb=args.prefix_cache_mb,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
