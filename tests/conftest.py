@@ -98,3 +98,46 @@ def wide_tiny_llama(byte_tokenizer):
             if "norm" not in name:
                 p.copy_(torch.randn(p.shape, generator=g) * WIDE_INIT_STD)
     return model
+
+
+LLAMA_LORA_SHAPES = {  # PEFT module -> (in, out) size names of a Llama-family config
+    "self_attn.q_proj": ("n_embd", "q_dim"), "self_attn.k_proj": ("n_embd", "kv_dim"),
+    "self_attn.v_proj": ("n_embd", "kv_dim"), "self_attn.o_proj": ("q_dim", "n_embd"),
+    "mlp.gate_proj": ("n_embd", "ffn_dim"), "mlp.up_proj": ("n_embd", "ffn_dim"),
+    "mlp.down_proj": ("ffn_dim", "n_embd"),
+}  # fmt: skip
+
+
+def write_peft_adapter(config, directory, targets, rank=4, alpha=8, seed=0, std=0.1, **settings):
+    """A PEFT LoRA directory written by hand (PEFT's key names) for a Llama-family ``config``: random
+    non-zero A and B for ``targets`` in every layer. Returns {PEFT module name: (A, B)}."""
+    import json
+
+    from safetensors.torch import save_file
+
+    sizes = {"n_embd": config.n_embd, "q_dim": config.n_head * config.dim_per_head,
+             "kv_dim": config.kv_heads * config.dim_per_head, "ffn_dim": config.ffn_dim}  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    pairs, tensors = {}, {}
+    for layer in range(config.n_layer):
+        for target in targets:
+            n_in, n_out = (sizes[s] for s in LLAMA_LORA_SHAPES[target])
+            module = f"model.layers.{layer}.{target}"
+            A, B = torch.randn(rank, n_in, generator=g) * std, torch.randn(n_out, rank, generator=g) * std
+            pairs[module] = (A, B)
+            tensors[f"base_model.model.{module}.lora_A.weight"] = A
+            tensors[f"base_model.model.{module}.lora_B.weight"] = B
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    short = sorted({t.split(".")[-1] for t in targets})
+    peft_config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha,
+                   "target_modules": short, "bias": "none", **settings}  # fmt: skip
+    (directory / "adapter_config.json").write_text(json.dumps(peft_config))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def peft_adapter_writer():
+    """write_peft_adapter(config, directory, targets, rank=4, alpha=8, seed=0, ...): a PEFT directory."""
+    return write_peft_adapter

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),  # continuous batching
     ("modeling",),  # GPT4LMHeadModel: from_pretrained / save_pretrained / generate
     ("loader", "scoring"),  # gptkit.load(); the log-likelihood scorer shared by tasks and eval
+    ("embeddings",),  # gptkit.embed(): pooled hidden states
     ("options",),  # the command line's shared options
     ("data",),  # corpora, shards, scrubbing, tokenizer training
     ("train", "tasks"),  # training loop, fine-tuning; the five applications

@@ -10,9 +10,11 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 from gptkit._lazy import lazy_getattr  # noqa: E402
 from gptkit.config import GPT4Config, preset
 from gptkit.errors import (
+    AdapterError,
     ChecksumError,
     ConfigError,
     ContextLengthError,
+    EmbeddingError,
     GenerationError,
     GPTKitError,
     ModelNotFoundError,
@@ -27,13 +29,16 @@ __all__ = [
     "GPT4Config",
     "GPT4LMHeadModel",
     "GPT4Tokenizer",
+    "embed",
     "load",
     "pipeline",
     "preset",
     "GPTKitError",
     "ChecksumError",
     "ConfigError",
+    "AdapterError",
     "ContextLengthError",
+    "EmbeddingError",
     "GenerationError",
     "ModelNotFoundError",
     "TokenizerError",
@@ -48,6 +53,7 @@ __getattr__ = lazy_getattr(
     {
         "GPT4LMHeadModel": "gptkit.modeling",
         "GPT4Tokenizer": "gptkit.tokenizer",
+        "embed": "gptkit.embeddings",
         "load": "gptkit.loader",
         "pipeline": "gptkit.tasks.factory",
     },

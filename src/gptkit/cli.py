@@ -151,6 +151,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument(
+        "--lora", metavar="PATH", help="a LoRA adapter directory (PEFT's layout, or gptkit export --adapter)"
+    )
     p.set_defaults(func=cmd_generate)
 
 

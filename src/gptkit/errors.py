@@ -27,6 +27,10 @@ class ChecksumError(WeightsError):
     """A registered model file does not have the sha256 the registry records (damaged or replaced)."""
 
 
+class AdapterError(WeightsError):
+    """A LoRA adapter cannot be read, or its rank, targets or shapes do not fit the model."""
+
+
 class UnsupportedTensorTypeError(WeightsError):
     """A GGUF tensor uses a quantization type gptkit cannot read."""
 
@@ -37,6 +41,10 @@ class TokenizerError(GPTKitError, ValueError):
 
 class GenerationError(GPTKitError, ValueError):
     """Invalid generation arguments (sampling parameters, lengths)."""
+
+
+class EmbeddingError(GPTKitError, ValueError):
+    """Invalid embedding input or options (empty input, bad token ids, unsupported dimensions)."""
 
 
 class ContextLengthError(GenerationError):

@@ -30,6 +30,7 @@ def load(
     quantize: str | None = None,
     device: torch.device | str | None = None,
     needs_chat_template: bool = False,
+    lora: str | Path | None = None,
 ) -> tuple[GPT4LMHeadModel, GPT4Tokenizer]:
     """(model in eval mode, tokenizer) of a registered name, a .gguf file or a Hugging Face directory.
 
@@ -37,11 +38,14 @@ def load(
     options the model takes the fast default path (see gptkit.weights.loading.load_pretrained);
     ``dtype="float32"`` is the exact reference path; ``quantize`` is "gguf", "none", "int8" or "int4[-g64/128]".
     ``needs_chat_template``: a tokenizer without one is refused (TokenizerError) before the weights load.
+    ``lora``: a LoRA adapter directory, merged into float weights / applied beside quantized ones.
     """
     tokenizer = GPT4Tokenizer.from_pretrained(name_or_path)
     if needs_chat_template and tokenizer.chat_template is None:
         raise TokenizerError(f"{name_or_path} has no chat template: a chat (instruct) model is needed")
-    model = GPT4LMHeadModel.from_pretrained(name_or_path, dtype=dtype, quantize=quantize, device=device)
+    model = GPT4LMHeadModel.from_pretrained(
+        name_or_path, dtype=dtype, quantize=quantize, device=device, lora=lora
+    )
     return model.eval(), tokenizer
 
 

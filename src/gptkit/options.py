@@ -101,6 +101,16 @@ def fraction(text: str) -> float:
     return value
 
 
+def named_adapter(text: str) -> tuple[str, str]:
+    """argparse type: NAME=PATH (a LoRA adapter served under NAME)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=PATH (an adapter name and its directory), got {text!r}"
+        )
+    return name.strip(), path.strip()
+
+
 DTYPES = {
     "auto": None,  # the default path (see DTYPE_HELP)
     "float32": "float32",
@@ -144,8 +154,14 @@ def add_prefix_cache_option(parser: argparse.ArgumentParser) -> None:
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``gptkit.load``'s keyword options from parsed ``add_model_options`` arguments."""
-    return {"dtype": args.dtype, "quantize": args.quantize}
+    """``gptkit.load``'s keyword options from parsed ``add_model_options`` arguments (and a ``--lora PATH``
+    where the command has one: merged or applied, see gptkit.weights.adapters.load_adapter)."""
+    lora = getattr(args, "lora", None)
+    return {
+        "dtype": args.dtype,
+        "quantize": args.quantize,
+        **({"lora": lora} if isinstance(lora, str) else {}),
+    }
 
 
 def load_from_args(args: argparse.Namespace):

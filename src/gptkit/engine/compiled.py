@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from gptkit.compiling import CompiledOrEager
+from gptkit.model.adapters import adapters_active
 from gptkit.model.attention import AttentionInputs
 from gptkit.model.cache import KVCache
 
@@ -40,6 +41,8 @@ class DecodeStep:
 
     def __call__(self, tokens: torch.Tensor, token_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         inputs, positions = self.model.cached_inputs(token_mask, cache)
+        if adapters_active(self.model):  # LoRA rows decode eagerly (the graph has no adapter products)
+            return self.model.transformer(tokens, positions, inputs, 1)[:, -1]
         if self.transformer.is_compiled:
             _mark_dynamic(tokens, positions, inputs)
         return self.transformer(tokens, positions, inputs, 1)[:, -1]

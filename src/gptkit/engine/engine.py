@@ -29,6 +29,7 @@ from gptkit.engine.speculative import make_speculator
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.plan import make_plan
 from gptkit.generation.speculative import SpeculationStats
+from gptkit.model.adapters import BASE, adapter_selection, use_adapters
 
 DEFAULT_MAX_SEQ_LEN = 2048  # slot size cap when the model's context is longer: bounds cache memory
 
@@ -102,9 +103,12 @@ class Engine:
         return bool(self.waiting or self.running)
 
     # ---- submission --------------------------------------------------------------------------------
-    def add_request(self, prompt: Prompt, params: SamplingParams | None = None) -> int:
-        """Queue a prompt (text or token ids); returns its request id. Bad input raises here, at once."""
-        return self.enqueue(self.make_request(prompt, params or SamplingParams()))
+    def add_request(
+        self, prompt: Prompt, params: SamplingParams | None = None, adapter: str | None = None
+    ) -> int:
+        """Queue a prompt (text or token ids), generated with LoRA ``adapter`` (a name the model was given
+        with add_adapter; None: the base model); returns its request id. Bad input raises here, at once."""
+        return self.enqueue(self.make_request(prompt, params or SamplingParams(), adapter))
 
     def enqueue(self, request: Request) -> int:
         """Queue a request built by :meth:`make_request`; returns its id."""
@@ -118,7 +122,7 @@ class Engine:
             if request.id == request_id:
                 self._release(request)
 
-    def make_request(self, prompt: Prompt, params: SamplingParams) -> Request:
+    def make_request(self, prompt: Prompt, params: SamplingParams, adapter: str | None = None) -> Request:
         """Tokenize and check one request against the slot size; build its plan (processors, stops, rng).
 
         Touches no engine state but the id counter, so another thread (a server's handler) may call it.
@@ -144,8 +148,11 @@ class Engine:
                 param="prompt",
             )
         config = params.generation_config(list(self.model.config.eos_token_ids))
+        adapter_slot = _adapter_slot(self.model, adapter)
         plan = make_plan(self.model, [ids], None, config, self.tokenizer, None, {})
-        return Request(next(self._ids), params, plan, self.tokenizer)
+        request = Request(next(self._ids), params, plan, self.tokenizer)
+        request.adapter, request.adapter_slot = adapter, adapter_slot
+        return request
 
     def _token_ids(self, prompt: Prompt) -> list[int]:
         """A prompt's token ids (text is encoded with the tokenizer); empty prompts are refused."""
@@ -182,7 +189,9 @@ class Engine:
         for slot, request in self.running.items():
             tokens[slot, 0], occupied[slot, 0] = request.last_token, 1
         rows = self.cache.row_range(0, width)
-        logits = self.decode(tokens, occupied, rows).float()  # (width, V)
+        adapters = [self.running[s].adapter_slot if s in self.running else BASE for s in range(width)]
+        with use_adapters(self.model, adapters):  # each row's LoRA adapter, if any
+            logits = self.decode(tokens, occupied, rows).float()  # (width, V)
         idle = [slot for slot in range(width) if slot not in self.running]
         if idle:
             rows.reset_rows(idle)  # their pad token took a column: keep idle slots empty
@@ -212,7 +221,7 @@ class Engine:
         if self.prefix_cache is None or request.params.prompt_logprobs is not None:
             return 0  # prompt logprobs need every prompt position's logits
         prompt = request.sequence[0].tolist()
-        chain = self.prefix_cache.lookup(self.namespace, prompt, limit=len(prompt) - 1)
+        chain = self.prefix_cache.lookup(self._namespace(request), prompt, limit=len(prompt) - 1)
         return self.prefix_cache.load(chain, self.cache, slot)
 
     def _keep_prefix(self, request: Request, computed: int) -> None:
@@ -222,7 +231,11 @@ class Engine:
             return
         if int(self.cache.next_column[request.slot]) == computed:
             tokens = request.sequence[0, :computed].tolist()
-            self.prefix_cache.store(self.namespace, tokens, self.cache, request.slot)
+            self.prefix_cache.store(self._namespace(request), tokens, self.cache, request.slot)
+
+    def _namespace(self, request: Request) -> tuple:
+        """Where the request's KV may be reused: this model with the request's LoRA adapter (or none)."""
+        return self.namespace if request.adapter is None else model_namespace(self.model, request.adapter)
 
     def _prefill(self, request: Request, cache: Any) -> torch.Tensor:
         """Run the prompt (on a cache row, or none) after its reused tokens; keeps prompt logprobs when
@@ -230,7 +243,8 @@ class Engine:
         wants_prompt_logprobs = request.params.prompt_logprobs is not None
         keep = 0 if wants_prompt_logprobs else 1  # 0 keeps every position
         rest = request.sequence[:, request.cached_tokens :]  # (1, T - cached)
-        logits = self.model(rest, cache=cache, logits_to_keep=keep).logits  # (1, T - cached or 1, V)
+        with use_adapters(self.model, [request.adapter_slot]):
+            logits = self.model(rest, cache=cache, logits_to_keep=keep).logits  # (1, T - cached or 1, V)
         if wants_prompt_logprobs:
             request.score_prompt(logits)
         return logits[:, -1].float()
@@ -278,9 +292,13 @@ class Engine:
             self.generate([[0], [0, 0]], params)
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        adapters: Sequence[str | None] | None = None,
     ) -> list[Completion]:
-        """Complete every prompt (batched continuously); one SamplingParams for all, or one per prompt.
+        """Complete every prompt (batched continuously); one SamplingParams for all, or one per prompt;
+        ``adapters``: one LoRA adapter name (or None) per prompt.
 
         All requests are checked before any is queued. Events of requests added elsewhere that finish
         meanwhile are not returned (drive :meth:`step` yourself to see them).
@@ -288,7 +306,12 @@ class Engine:
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             raise GenerationError("prompts must be a list of prompts (texts or token-id lists)")
         per_prompt = _params_per_prompt(params, len(prompts))
-        requests = [self.make_request(p, sp) for p, sp in zip(prompts, per_prompt, strict=True)]
+        adapters = [None] * len(prompts) if adapters is None else list(adapters)
+        if len(adapters) != len(prompts):
+            raise GenerationError(
+                f"got {len(adapters)} adapters for {len(prompts)} prompts", param="adapters"
+            )
+        requests = [self.make_request(*args) for args in zip(prompts, per_prompt, adapters, strict=True)]
         self.waiting.extend(requests)
         done: dict[int, Completion] = {}
         wanted = {r.id for r in requests}
@@ -329,6 +352,16 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
     if len(params) != n:
         raise GenerationError(f"got {len(params)} SamplingParams for {n} prompts")
     return params
+
+
+def _adapter_slot(model: torch.nn.Module, adapter: str | None) -> int:
+    """The slot of LoRA ``adapter`` among the model's adapters (BASE for None); unknown: GenerationError."""
+    if adapter is None:
+        return BASE
+    selection = adapter_selection(model)
+    if selection is None:
+        raise GenerationError(f"unknown adapter {adapter!r}: the model has no LoRA adapters", param="adapter")
+    return selection.index(adapter)
 
 
 def _prefix_cache(cache: Any, budget_mb: float | None) -> PrefixCache | None:

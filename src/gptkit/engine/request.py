@@ -109,6 +109,8 @@ class Request:
         self.plan = plan
         self.tokenizer = tokenizer
         self.slot: int | None = None
+        self.adapter: str | None = None  # the LoRA adapter's name (None: the base model)
+        self.adapter_slot = -1  # its slot among the model's adapters (gptkit.model.adapters.BASE: none)
         self.cached_tokens = 0  # prompt tokens whose KV came from the prefix cache
         self.prompt_len = plan.prompt_len
         self.buffer = plan.input_ids.new_zeros((1, plan.max_length))  # (1, prompt + max_tokens)

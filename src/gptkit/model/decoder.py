@@ -177,15 +177,33 @@ class DecoderLM(nn.Module):
         No data-dependent Python control flow happens here, so a fixed-shape step can be torch.compile'd
         (gptkit.engine.compiled); masks, cache columns and checks are made by the caller.
         """
-        x = self._embed(input_ids, positions)  # (B, T, n_embd)
-        for block in self.blocks:
-            x = block(x, inputs)
-        x = self.norm(x)
+        x = self.trunk(input_ids, positions, inputs)  # (B, T, n_embd)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)  # (B, T or logits_to_keep, vocab)
         cap = self.config.final_softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    def trunk(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, inputs: AttentionInputs
+    ) -> torch.Tensor:
+        """embed -> blocks -> final norm on prepared attention inputs: hidden states (B, T, n_embd)."""
+        x = self._embed(input_ids, positions)  # (B, T, n_embd)
+        for block in self.blocks:
+            x = block(x, inputs)
+        return self.norm(x)
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The final normed hidden states (B, T, n_embd) of token ids (B, T), no LM head and no cache;
+        ``attention_mask`` (B, T) marks real tokens (0 = padding, whose rows are left undefined)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        padded = attention_mask is not None
+        token_mask = attention_mask.bool() if padded else torch.ones_like(input_ids, dtype=torch.bool)
+        inputs, positions = self._uncached_inputs(token_mask, padded, None)
+        return self.trunk(input_ids, positions, inputs)
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token embeddings plus absolute position information (learned or sinusoidal), if any."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gptkit import kernels
+from gptkit.model.adapters import MultiLoRALinear
 from gptkit.model.attention import AttentionInputs
 
 MLP_KINDS = {"swiglu": 0, "none": 1, "tanh": 2}  # SwiGLU, GELU (erf), GELU (tanh)
@@ -23,6 +24,8 @@ def fused_decode(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs) -> 
         return None
     if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
+    if any(isinstance(linear, MultiLoRALinear) and linear.adapter_active for linear in _linears(block)):
+        return None  # a LoRA adapter applies to some row: the modules run (gptkit.model.adapters)
     weights = _block_arguments(block)
     native = kernels.ops() if weights is not None else None
     if native is None or inputs.cache.k[0].dtype != torch.float32 or x.device.type != "cpu":
@@ -54,14 +57,8 @@ def _block_arguments(block: nn.Module) -> tuple | None:
     None when a linear does not keep GGUF blocks or a norm is not float32."""
     mlp = block.mlp
     swiglu = hasattr(mlp, "gate_up")
-    modules = (
-        block.attn_norm,
-        block.attn.qkv,
-        block.attn.proj,
-        block.mlp_norm,
-        mlp.gate_up if swiglu else mlp.up,
-        mlp.down,
-    )
+    qkv, proj, up, down = (getattr(m, "base_layer", m) for m in _linears(block))  # LoRA: the base layer
+    modules = (block.attn_norm, qkv, proj, block.mlp_norm, up, down)
     cached = block.__dict__.get("_fused_arguments")
     if cached is not None and cached[0] == tuple(map(id, modules)):
         return cached[1]
@@ -87,6 +84,12 @@ def _block_arguments(block: nn.Module) -> tuple | None:
         )
     block.__dict__["_fused_arguments"] = (tuple(map(id, modules)), arguments)
     return arguments
+
+
+def _linears(block: nn.Module) -> tuple[nn.Module, ...]:
+    """The block's four linear modules: qkv, proj, the MLP's up (or gate_up) and down."""
+    mlp = block.mlp
+    return block.attn.qkv, block.attn.proj, mlp.gate_up if hasattr(mlp, "gate_up") else mlp.up, mlp.down
 
 
 def _norm(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:

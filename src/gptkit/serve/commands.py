@@ -9,8 +9,10 @@ from pathlib import Path
 
 from gptkit.errors import GPTKitError
 from gptkit.options import (
+    UsageError,
     add_model_options,
     add_prefix_cache_option,
+    named_adapter,
     port_number,
     positive_float,
     positive_int,
@@ -32,6 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(p, positional=True, compile=True)
     add_prefix_cache_option(p)
+    p.add_argument(
+        "--lora",
+        action="append",
+        type=named_adapter,
+        default=[],
+        metavar="NAME=PATH",
+        help="serve a LoRA adapter directory (PEFT's layout, or gptkit export --adapter) as model NAME "
+        "(repeatable); requests choose it with model: NAME, batched with the base model",
+    )
     _add_access_options(p, defaults)
     _add_capacity_options(p, defaults)
     _add_speculative_options(p)
@@ -127,8 +138,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gptkit.serve.server import run
 
     check_address(args.host, args.port)  # before the model loads
-    run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize)
+    run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize, lora=_adapters(args.lora))
     return 0
+
+
+def _adapters(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """--lora NAME=PATH options as a dict; a name given twice is a usage error."""
+    adapters: dict[str, str] = {}
+    for name, path in pairs:
+        if name in adapters:
+            raise UsageError(f"--lora: the adapter name {name!r} is given twice")
+        adapters[name] = path
+    return adapters
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

@@ -40,11 +40,12 @@ def make_choices(
     """Check the limits and build ``n`` engine requests per prompt (bad input raises a 400 here)."""
     caps.check_request(state.limits, state.driver.max_queue, body, len(prompts), params.prompt_field)
     choices = []
+    adapter = state.adapter_for(body.model)  # a LoRA adapter served under its own model name, or None
     for p, ids in enumerate(prompts):
         for i in range(body.n):
             index = p * body.n + i
             try:
-                request = state.driver.make_request(ids, params.for_choice(index))
+                request = state.driver.make_request(ids, params.for_choice(index), adapter)
             except (GenerationError, TokenizerError) as error:
                 raise params.error(error) from None
             choices.append(Choice(index, p, ids, request))

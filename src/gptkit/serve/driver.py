@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +83,30 @@ class RequestStream:
         self.unfinished.clear()
 
 
+def _run_call(function: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+    """Run a function handed over by :meth:`AsyncEngine.call`; its result or exception settles ``future``."""
+
+    def settle(outcome: Any, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)
+
+    try:
+        outcome, failed = function(), False
+    except Exception as error:  # the caller's problem, reported to it: the engine goes on
+        outcome, failed = error, True
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        loop.call_soon_threadsafe(settle, outcome, failed)
+
+
 class AsyncEngine:
     """Drive an :class:`Engine` from a background thread for many concurrent asyncio clients."""
 
     def __init__(self, engine: Engine, max_queue: int) -> None:
         self.engine = engine
         self.max_queue = max_queue
-        self._inbox: deque[tuple[str, Any, Any]] = deque()  # ("add", request, sink) | ("abort", id, None)
+        self._inbox: deque[tuple[str, Any, Any]] = (
+            deque()
+        )  # ("add", request, sink) | ("abort", id, None) | ("call", (fn, loop, future), None)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._sinks: dict[int, _Sink] = {}  # request id -> sink; engine thread only
@@ -116,9 +133,11 @@ class AsyncEngine:
         self._thread = None
 
     # ---- what handlers call -------------------------------------------------------------------------
-    def make_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Any:
+    def make_request(
+        self, prompt: str | Sequence[int], params: SamplingParams, adapter: str | None = None
+    ) -> Any:
         """Validate and plan one request (raises GenerationError / ContextLengthError at once)."""
-        return self.engine.make_request(prompt, params)
+        return self.engine.make_request(prompt, params, adapter)
 
     @property
     def num_waiting(self) -> int:
@@ -152,6 +171,16 @@ class AsyncEngine:
                 f"(max_queue={self.max_queue}{share})"
             )
 
+    async def call(self, function: Callable[[], Any]) -> Any:
+        """Run ``function()`` on the engine thread between two steps (the model is never used by two
+        threads at once) and return its result or raise its exception."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._inbox.append(("call", (function, loop, future), None))
+        self._wake.set()
+        return await future
+
     def abort(self, request_id: int) -> None:
         """Ask the engine thread to drop a request and free its slot."""
         with self._lock:
@@ -176,7 +205,9 @@ class AsyncEngine:
             items = list(self._inbox)
             self._inbox.clear()
         for kind, payload, sink in items:
-            if kind == "add":
+            if kind == "call":
+                _run_call(*payload)
+            elif kind == "add":
                 self._fair.add(id(sink), payload)  # one group per submission
                 self._sinks[payload.id] = sink
             else:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
+from gptkit.errors import ConfigError
 from gptkit.serve.app import create_app
 from gptkit.serve.config import ServeConfig
 
@@ -62,15 +64,19 @@ def load_app(
     *,
     dtype: str | None = None,
     quantize: str | None = None,
+    lora: Mapping[str, str | Path] | None = None,
 ) -> FastAPI:
     """Load a model and its tokenizer by registry name or path and build the app as ``config`` says
     (its ``model_name`` defaults to ``model_name_or_path``; ``speculative="draft:MODEL"`` loads that
-    draft model the same way, checking that its tokenizer is the model's)."""
+    draft model the same way, checking that its tokenizer is the model's). ``lora``: adapter name ->
+    directory, each served under its name (AdapterError, before anything listens, when one does not fit).
     from gptkit.loader import load
+    from gptkit.weights.adapters import load_adapter
 
     config = config or ServeConfig()
     if config.model_name is None:
         config = config.replace(model_name=str(model_name_or_path))
+    _check_adapter_names(config.model_name, lora or {})
     model, tokenizer = load(model_name_or_path, dtype=dtype, quantize=quantize)
     draft = config.speculative
     if isinstance(draft, str) and draft.startswith("draft:"):
@@ -79,7 +85,16 @@ def load_app(
         draft_model, draft_tokenizer = load(draft[len("draft:") :], dtype=dtype, quantize=quantize)
         check_draft_tokenizer(tokenizer, draft_tokenizer)
         config = config.replace(speculative=draft_model)
+    for name, path in (lora or {}).items():
+        load_adapter(model, path, name=name)
     return create_app(model, tokenizer, config)
+
+
+def _check_adapter_names(model_name: str, lora: Mapping[str, str | Path]) -> None:
+    """ConfigError for an adapter named like the served model or with no name."""
+    for name in lora:
+        if not name or name == model_name:
+            raise ConfigError(f"an adapter needs a name of its own, other than the model's: got {name!r}")
 
 
 def run(
@@ -88,13 +103,14 @@ def run(
     *,
     dtype: str | None = None,
     quantize: str | None = None,
+    lora: Mapping[str, str | Path] | None = None,
 ) -> None:
-    """Load the model and serve it in the foreground on ``config.host:config.port`` until interrupted; once
+    """Load the model (and its LoRA adapters) and serve it in the foreground on ``config.host:config.port`` until interrupted; once
     it listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
     from gptkit.serve.startup import AnnouncingServer, base_url, startup_line
 
     config = config or ServeConfig()
-    app = load_app(model_name_or_path, config, dtype=dtype, quantize=quantize)
+    app = load_app(model_name_or_path, config, dtype=dtype, quantize=quantize, lora=lora)
     state = app.state.gptkit
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
+from gptkit.model.adapters import adapter_selection
 from gptkit.serve import openai_format as fmt
 from gptkit.serve.config import Limits, ServeConfig
 from gptkit.serve.driver import AsyncEngine
@@ -47,6 +48,22 @@ class ServerState:
     def max_seq_len(self) -> int:
         return self.driver.engine.max_seq_len
 
+    @property
+    def model(self) -> Any:
+        return self.driver.engine.model
+
+    @property
+    def adapters(self) -> list[str]:
+        """The LoRA adapters requests may name as their ``model`` (``gptkit serve --lora NAME=PATH``)."""
+        selection = adapter_selection(self.model)
+        if selection is None:
+            return []
+        return [name for slot, name in enumerate(selection.names) if slot != selection.default]
+
+    def adapter_for(self, model_name: str | None) -> str | None:
+        """The adapter a request's ``model`` names (None: the base model)."""
+        return model_name if model_name is not None and model_name in self.adapters else None
+
 
 def _state(request: Request) -> ServerState:
     return request.app.state.gptkit
@@ -56,11 +73,12 @@ State = Depends(_state)  # a route's ``state: ServerState = State`` parameter
 
 
 def check_model(state: ServerState, name: str | None) -> None:
-    """A request naming another model than the served one is a 404 (omitting it is fine)."""
-    if name is not None and name != state.model_name:
+    """A request naming neither the served model nor one of its adapters is a 404 (omitting it is fine)."""
+    if name is not None and name != state.model_name and name not in state.adapters:
+        served = ", ".join(repr(n) for n in [state.model_name, *state.adapters])
         raise APIError(
             404,
-            f"The model {name!r} does not exist; this server serves {state.model_name!r}",
+            f"The model {name!r} does not exist; this server serves {served}",
             param="model",
             code="model_not_found",
         )

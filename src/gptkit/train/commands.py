@@ -56,9 +56,10 @@ def default_finetune_dir(model: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint (or a run directory's newest one) as a Hugging Face model directory."""
-    from gptkit.train.export import export_checkpoint
+    from gptkit.train.export import export_adapter, export_checkpoint
 
-    print(f"wrote {export_checkpoint(args.checkpoint, args.out)}")
+    export = export_adapter if args.adapter else export_checkpoint
+    print(f"wrote {export(args.checkpoint, args.out)}")
     return 0
 
 
@@ -105,4 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     p.add_argument("checkpoint", help="ckpt-NNNNNN directory, or a run's out_dir (newest checkpoint)")
     p.add_argument("--out", required=True, help="Hugging Face directory to write")
+    p.add_argument(
+        "--adapter",
+        action="store_true",
+        help="a LoRA run: write only the adapter (PEFT's layout) for gptkit serve --lora / generate --lora",
+    )
     p.set_defaults(func=cmd_export)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from gptkit.serve.routes.embeddings import embedding_info
 from gptkit.serve.state import ServerState, State, check_model
 
 router = APIRouter()
@@ -26,21 +27,27 @@ async def metrics(state: ServerState = State) -> Response:
 
 @router.get("/v1/models")
 async def list_models(state: ServerState = State) -> dict[str, Any]:
-    """The one served model."""
-    return {"object": "list", "data": [_model_card(state)]}
+    """The served model, then its LoRA adapters (each with the base model as ``parent``, as vLLM does)."""
+    names = [state.model_name, *state.adapters]
+    return {"object": "list", "data": [_model_card(state, name) for name in names]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, state: ServerState = State) -> dict[str, Any]:
     check_model(state, model_id)
-    return _model_card(state)
+    return _model_card(state, model_id)
 
 
-def _model_card(state: ServerState) -> dict[str, Any]:
-    return {
-        "id": state.model_name,
+def _model_card(state: ServerState, name: str) -> dict[str, Any]:
+    """One model's card; an adapter's names its base model in ``parent``."""
+    card = {
+        "id": name,
         "object": "model",
         "created": 0,
         "owned_by": "gptkit",
+        "root": state.model_name,
+        "parent": None if name == state.model_name else state.model_name,
         "max_model_len": state.max_seq_len,
+        "embedding": embedding_info(state.model),
     }
+    return card
