@@ -141,33 +141,58 @@ class Engine:
         """Decode one token for every running request, then admit waiting requests into free slots."""
         events = self._decode_running()
         while self.waiting and self.free_slots:
-            events.append(self._admit(self.waiting.popleft()))
+            events += self._admit(self.waiting.popleft())
         return events
 
     def _decode_running(self) -> list[Event]:
-        """One forward pass over slots [0, highest occupied]: running rows take their last token."""
+        """One forward pass over slots [0, highest occupied]: running rows take their last token.
+
+        A row holding tokens a grammar forced (fast-forward) is fed them all at once on its own instead.
+        """
         if not self.running:
             return []
-        width = max(self.running) + 1
+        extended = {s: r for s, r in self.running.items() if r.uncached.shape[1] > 1}
+        logits = {slot: self._feed(request, slot) for slot, request in extended.items()}  # slot -> (1, V)
+        batch = [slot for slot in self.running if slot not in extended]
+        if batch:
+            logits.update(self._decode_batch(batch, skipped=list(extended)))
+        events = []
+        for slot, request in list(self.running.items()):
+            events += self._advance(request, logits[slot])
+        return events
+
+    def _decode_batch(self, batch: list[int], skipped: list[int]) -> dict[int, torch.Tensor]:
+        """Decode the last token of the ``batch`` slots in one forward; logits (1, V) per slot."""
+        width = max(batch) + 1
         device = self.cache.valid.device
         tokens = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1)
         occupied = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1); 0 = idle slot
-        for slot, request in self.running.items():
+        for slot in batch:
+            request = self.running[slot]
             tokens[slot, 0], occupied[slot, 0] = request.last_token, 1
+            request.cached = request.length
         rows = self.cache.row_range(0, width)
         logits = self.decode(tokens, occupied, rows).float()  # (width, V)
         idle = [slot for slot in range(width) if slot not in self.running]
         if idle:
             rows.reset_rows(idle)  # their pad token took a column: keep idle slots empty
-        return [
-            self._advance(request, logits[slot : slot + 1]) for slot, request in list(self.running.items())
-        ]
+        skipped = [slot for slot in skipped if slot < width]
+        if skipped:
+            rows.next_column[skipped] -= 1  # rows fed on their own: give back the pad column they took
+        return {slot: logits[slot : slot + 1] for slot in batch}
 
-    def _admit(self, request: Request) -> Event:
+    def _feed(self, request: Request, slot: int) -> torch.Tensor:
+        """Feed a row every token it holds outside the cache in one forward; its next logits (1, V)."""
+        tokens = request.uncached
+        request.cached = request.length
+        rows = self.cache.row_range(slot, slot + 1)
+        return self.model(tokens, cache=rows, logits_to_keep=1).logits[:, -1].float()
+
+    def _admit(self, request: Request) -> list[Event]:
         """Give ``request`` the lowest free slot and prefill its prompt on that row alone."""
         if request.params.max_tokens == 0:
             self._prefill(request, cache=None)  # nothing to generate: no slot needed
-            return request.finish_without_tokens()
+            return [request.finish_without_tokens()]
         slot = heapq.heappop(self.free_slots)
         request.slot = slot
         self.running[slot] = request
@@ -179,12 +204,14 @@ class Engine:
         wants_prompt_logprobs = request.params.prompt_logprobs is not None
         keep = 0 if wants_prompt_logprobs else 1  # 0 keeps every position
         logits = self.model(request.sequence, cache=cache, logits_to_keep=keep).logits  # (1, T or 1, V)
+        request.cached = request.length
         if wants_prompt_logprobs:
             request.score_prompt(logits)
         return logits[:, -1].float()
 
-    def _advance(self, request: Request, logits: torch.Tensor) -> Event:
-        """Pick the request's next token from its logits (1, V); free its slot when it finishes.
+    def _advance(self, request: Request, logits: torch.Tensor) -> list[Event]:
+        """Pick the request's next token from its logits (1, V), then any tokens its grammar forces;
+        free its slot when it finishes.
 
         A request whose own options make sampling fail (NaN / inf probabilities) ends with an error
         completion; the other requests in the batch are not disturbed.
@@ -193,11 +220,13 @@ class Engine:
             token, logprob = request.next_token(logits)
         except RuntimeError as error:
             self._release(request)
-            return request.fail(f"sampling failed for this request's options: {error}")
-        event = request.append(token, logprob)
-        if event.finished:
+            return [request.fail(f"sampling failed for this request's options: {error}")]
+        events = [request.append(token, logprob)]
+        if not events[-1].finished:
+            events += request.fast_forward()
+        if events[-1].finished:
             self._release(request)
-        return event
+        return events
 
     def _release(self, request: Request) -> None:
         """Free the request's slot for the next one."""
