@@ -86,7 +86,10 @@ def _compile(kind: str, text: str) -> str:
         raise GenerationError(f"{kind} is not valid: {_first_lines(error)}", param=kind) from None
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:
-        raise GenerationError(f"{kind} is not supported: {_first_lines(messages[0])}", param=kind)
+        message = messages[0]
+        unsupported = any(word in message for word in ("Unimplemented", "Unknown", "not supported"))
+        problem = "uses what gptkit cannot enforce" if unsupported else "is not valid"
+        raise GenerationError(f"{kind} {problem}: {_first_lines(message)}", param=kind)
     return grammar
 
 
