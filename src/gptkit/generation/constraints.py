@@ -93,8 +93,10 @@ def _compile(kind: str, text: str) -> str:
     return grammar
 
 
-def _first_lines(message: Any, limit: int = 3) -> str:
-    return " | ".join(line.strip() for line in str(message).strip().splitlines()[:limit] if line.strip())
+def _first_lines(message: Any, limit: int = 8, chars: int = 500) -> str:
+    """llguidance's message on one line (its lines joined with " | "), at most ``chars`` long."""
+    text = " | ".join(line.strip() for line in str(message).strip().splitlines()[:limit] if line.strip())
+    return text if len(text) <= chars else text[: chars - 3] + "..."
 
 
 # ---- one row's matcher --------------------------------------------------------------------------------
