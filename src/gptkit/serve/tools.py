@@ -182,7 +182,7 @@ def _call_text(name: str, arguments: Any) -> str:
 class ToolCallParser:
     """Splits generated text into content and tool calls as it streams, in OpenAI's delta shapes.
 
-    Text outside ``<tool_call>`` blocks is content (whitespace alone is dropped once there are calls); a
+    Text outside ``<tool_call>`` blocks is content (whitespace next to calls is dropped); a
     block that is not a call of an offered tool stays content; with ``parallel`` off only the first call
     counts.
     """
@@ -223,11 +223,11 @@ class ToolCallParser:
         return deltas
 
     def _content(self, text: str) -> list[dict[str, Any]]:
-        if not text.strip():
-            self.spaces += text
-            return []
-        text, self.spaces = self.spaces + text, ""
-        return [{"content": text}]
+        """Content deltas; trailing whitespace waits (a call may follow, and then it is dropped)."""
+        text = self.spaces + text
+        body = text.rstrip()
+        self.spaces = text[len(body) :]
+        return [{"content": body}] if body else []
 
     def _call(self, inner: str) -> list[dict[str, Any]]:
         call = _parse_call(inner, self.ctx.names)
