@@ -42,7 +42,9 @@ def smol_tiny(smol_tokenizer):
 
 
 def prompts(tokenizer):
-    return [tokenizer.encode(t) for t in ("The first prompt", "Another one here", "Third", "And a fourth one")]
+    return [
+        tokenizer.encode(t) for t in ("The first prompt", "Another one here", "Third", "And a fourth one")
+    ]
 
 
 def greedy(**options):
@@ -88,9 +90,16 @@ def test_fast_forward_skips_forward_passes_with_the_same_tokens(smol_tiny, smol_
     assert slow_calls == len(slow.token_ids)  # prefill + one forward per token but the last
     assert calls[0] < slow_calls - 5  # the forced tokens ('{"animal": "', ...) cost no forward each
     # beside a free row in the same batch: the free row still matches running alone
-    both = engine.generate(prompts(smol_tokenizer)[:2], [greedy(max_tokens=60, json_schema=SCHEMA), greedy(max_tokens=20)])
+    both = engine.generate(
+        prompts(smol_tokenizer)[:2], [greedy(max_tokens=60, json_schema=SCHEMA), greedy(max_tokens=20)]
+    )
     assert both[0].token_ids == fast.token_ids
-    assert both[1].token_ids == Engine(smol_tiny, smol_tokenizer, 1).generate(prompts(smol_tokenizer)[1:2], greedy(max_tokens=20))[0].token_ids
+    assert (
+        both[1].token_ids
+        == Engine(smol_tiny, smol_tokenizer, 1)
+        .generate(prompts(smol_tokenizer)[1:2], greedy(max_tokens=20))[0]
+        .token_ids
+    )
 
 
 def test_unsatisfiable_within_max_tokens_ends_with_length(smol_tiny, smol_tokenizer):

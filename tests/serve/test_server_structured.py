@@ -47,16 +47,30 @@ def test_json_object_regex_grammar_and_choice(openai_client, bundled_server):
     assert obj.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(obj.choices[0].message.content), dict)
     regex = r"\+33 [1-9]( [0-9]{2}){4}"
-    phone = ask(openai_client, bundled_server, "A French phone number?", max_tokens=30, extra_body={"guided_regex": regex})
+    phone = ask(
+        openai_client,
+        bundled_server,
+        "A French phone number?",
+        max_tokens=30,
+        extra_body={"guided_regex": regex},
+    )
     assert re.fullmatch(regex, phone.choices[0].message.content)
     lark = 'start: "The answer is " answer "."\nanswer: "yes" | "no" | "maybe"'
     said = ask(openai_client, bundled_server, "Is it raining?", max_tokens=20,
                extra_body={"structured_outputs": {"grammar": lark}})  # fmt: skip
     assert re.fullmatch(r"The answer is (yes|no|maybe)\.", said.choices[0].message.content)
     gbnf = 'root ::= [0-9]{1,3} " + " [0-9]{1,3}'
-    sum_ = ask(openai_client, bundled_server, "Write a sum.", max_tokens=12, extra_body={"guided_grammar": gbnf})
+    sum_ = ask(
+        openai_client, bundled_server, "Write a sum.", max_tokens=12, extra_body={"guided_grammar": gbnf}
+    )
     assert re.fullmatch(r"[0-9]{1,3} \+ [0-9]{1,3}", sum_.choices[0].message.content)
-    pick = ask(openai_client, bundled_server, "Best pet?", max_tokens=10, extra_body={"guided_choice": ["cat", "dog"]})
+    pick = ask(
+        openai_client,
+        bundled_server,
+        "Best pet?",
+        max_tokens=10,
+        extra_body={"guided_choice": ["cat", "dog"]},
+    )
     assert pick.choices[0].message.content in {"cat", "dog"} and pick.choices[0].finish_reason == "stop"
 
 
@@ -80,13 +94,22 @@ def test_constrained_and_free_requests_in_one_batch(openai_client, bundled_serve
         return ask(openai_client, bundled_server, question, max_tokens=12, temperature=0)
 
     def constrained(question):
-        return ask(openai_client, bundled_server, question, max_tokens=30, temperature=0, response_format=json_format(schema))
+        return ask(
+            openai_client,
+            bundled_server,
+            question,
+            max_tokens=30,
+            temperature=0,
+            response_format=json_format(schema),
+        )
 
     with ThreadPoolExecutor(6) as pool:
         free_futures = [pool.submit(free, q) for q in questions]
         constrained_futures = [pool.submit(constrained, q) for q in questions]
     for question, future in zip(questions, free_futures, strict=True):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True
+        )
         alone = reference_engine.generate([ids], SamplingParams(max_tokens=12, temperature=0))[0]
         assert future.result().choices[0].message.content == alone.text
     for future in constrained_futures:

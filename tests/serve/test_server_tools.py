@@ -68,7 +68,11 @@ def test_round_trip_call_result_answer(openai_client, bundled_server):
     assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
     streamed = create(openai_client, bundled_server, follow_up, max_tokens=30, temperature=0, stream=True)
     content, calls, reason = collect_stream(streamed)
-    assert (content, calls, reason) == (answer.choices[0].message.content, [], answer.choices[0].finish_reason)
+    assert (content, calls, reason) == (
+        answer.choices[0].message.content,
+        [],
+        answer.choices[0].finish_reason,
+    )
 
 
 def test_named_function_streamed_as_tool_call_deltas(openai_client, bundled_server):
@@ -93,7 +97,9 @@ def test_named_function_streamed_as_tool_call_deltas(openai_client, bundled_serv
 
 
 def test_auto_and_none_leave_free_text(openai_client, bundled_server):
-    auto = create(openai_client, bundled_server, [{"role": "user", "content": "Say hi."}], max_tokens=10, temperature=0)
+    auto = create(
+        openai_client, bundled_server, [{"role": "user", "content": "Say hi."}], max_tokens=10, temperature=0
+    )
     none = create(openai_client, bundled_server, [{"role": "user", "content": "Say hi."}], tool_choice="none",
                   max_tokens=10, temperature=0)  # fmt: skip
     for response in (auto, none):
@@ -114,5 +120,7 @@ def test_auto_and_none_leave_free_text(openai_client, bundled_server):
 def test_bad_tools_are_400s(openai_client, bundled_server, options, param):
     options = {"tools": TOOLS, **options}
     with pytest.raises(openai.BadRequestError) as info:
-        openai_client.chat.completions.create(model=bundled_server.model_name, messages=QUESTION, max_tokens=5, **options)
+        openai_client.chat.completions.create(
+            model=bundled_server.model_name, messages=QUESTION, max_tokens=5, **options
+        )
     assert info.value.body["param"] == param

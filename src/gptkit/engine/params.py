@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gptkit.errors import GenerationError
-from gptkit.generation.constraints import CONSTRAINT_OPTIONS
 from gptkit.generation.config import (
     GenerationConfig,
     boolean,
@@ -17,6 +16,7 @@ from gptkit.generation.config import (
     is_int,
     optional,
 )
+from gptkit.generation.constraints import CONSTRAINT_OPTIONS
 
 GREEDY_BELOW = 1e-5  # temperatures this small decode greedily (vLLM's rule): logits / 1e-300 overflow
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for completions

@@ -236,7 +236,9 @@ def _validate(c: GenerationConfig) -> None:
     _check_beam_counts(c)
     constraint = check_single_constraint({name: getattr(c, name) for name in CONSTRAINT_OPTIONS})
     if constraint and c.num_beams > 1:
-        raise GenerationError(f"{constraint} does not work with beam search (num_beams > 1)", param=constraint)
+        raise GenerationError(
+            f"{constraint} does not work with beam search (num_beams > 1)", param=constraint
+        )
 
 
 def check_single_constraint(values: dict[str, Any]) -> str | None:

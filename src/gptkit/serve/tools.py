@@ -238,9 +238,19 @@ class ToolCallParser:
         self.spaces = ""
         index, call_id = len(self.calls), f"call_{secrets.token_hex(12)}"
         name, arguments = call
-        self.calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
-        head = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        return [{"tool_calls": [head]}, {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}]
+        self.calls.append(
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        )
+        head = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return [
+            {"tool_calls": [head]},
+            {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]},
+        ]
 
 
 def _parse_call(inner: str, names: set[str]) -> tuple[str, str] | None:
@@ -288,4 +298,8 @@ def with_tool_calls(choice: dict[str, Any], ctx: ToolContext | None) -> dict[str
     content, calls = parse_tool_calls(ctx, message["content"])
     if not calls:
         return choice
-    return {**choice, "message": {**message, "content": content, "tool_calls": calls}, "finish_reason": "tool_calls"}
+    return {
+        **choice,
+        "message": {**message, "content": content, "tool_calls": calls},
+        "finish_reason": "tool_calls",
+    }
