@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= The quick brown fox jumps over the lazy dog
 
-.PHONY: run test setup setup-test lint format bench clean
+.PHONY: run test test-fast setup setup-test lint format bench clean
 
 # torch==2.13.0 first (the local CPU wheel), so nothing later pulls a CUDA build.
 $(BIN)/python:
@@ -35,6 +35,13 @@ test: setup-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest -q
+
+# Local iteration in about two minutes (docs/testing.md): no slow tests, no tests on the bundled model's weights, no GGUF
+# read by transformers (marks set in tests/conftest.py). `make test` and CI still run everything.
+FAST_MARKS := not slow and not bundled and not transformers_gguf
+
+test-fast: setup-test
+	$(BIN)/pytest -q -m "$(FAST_MARKS)"
 
 lint: setup-test
 	$(BIN)/ruff check src tests bench

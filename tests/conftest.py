@@ -12,6 +12,22 @@ from gptkit.registry import DEFAULT_MODEL, REGISTRY, bundled_path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Fixtures that load the bundled model's weights, or have transformers read a GGUF file (tests/*/conftest.py).
+# A test using one (directly or through another fixture) gets the `bundled` or `transformers_gguf` mark, so
+# `make test-fast` (-m "not slow and not bundled and not transformers_gguf") leaves it out.
+BUNDLED_MODEL_FIXTURES = frozenset({"bundled", "bundled_model_and_tokenizer", "smollm2"})
+TRANSFORMERS_GGUF_FIXTURES = frozenset({"hf_gguf"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose fixtures load the bundled model or a GGUF through transformers."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & BUNDLED_MODEL_FIXTURES:
+            item.add_marker(pytest.mark.bundled)
+        if fixtures & TRANSFORMERS_GGUF_FIXTURES:
+            item.add_marker(pytest.mark.transformers_gguf)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):

@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gptkit"
 
 # Low to high. Each tuple is one layer; its members are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_lazy", "memory"),  # no gptkit imports but errors
+    ("errors", "_lazy", "memory", "checks", "compiling"),  # nothing from gptkit but errors
     ("config", "checksums"),  # the architecture's switches; file hashes
     ("registry",),  # model names -> files
     ("kernels",),  # native CPU ops
@@ -169,3 +169,22 @@ def test_the_checker_sees_function_local_and_relative_imports(tmp_path):
     assert imports == [(4, "gptkit.serve.app"), (5, "gptkit.engine.engine")]
     wrong = _against_layers({"gptkit.model.probe": imports})
     assert [w.split(" (")[1] for w in wrong] == ["model -> serve)", "model -> engine)"]
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_source_file_over_400_lines_and_no_function_over_60():
+    """Short files and functions (docs/architecture.md): split a module or a function that outgrows them."""
+    too_long = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_FILE_LINES:
+            too_long.append(f"{path.relative_to(SRC)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}(): {lines} lines")
+    assert not too_long, "\n".join(too_long)

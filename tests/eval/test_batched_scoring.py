@@ -14,9 +14,9 @@ from gptkit import ConfigError, GPT4Config, GPT4LMHeadModel, GPT4Tokenizer, pipe
 from gptkit.cli import main
 from gptkit.eval.bias import BiasPair, pair_scores
 from gptkit.eval.common import LoadedModel, load_model
-from gptkit.eval.loglik import Loglik, score_continuations
 from gptkit.eval.multiple_choice import evaluate_multiple_choice
 from gptkit.eval.perplexity import score_text
+from gptkit.scoring.loglik import Loglik, score_continuations
 
 TOLERANCE = 1e-4  # absolute, on each token's log-probability (fp32); a sum of n of them: n x TOLERANCE
 

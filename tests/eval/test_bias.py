@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from gptkit.eval.bias import BiasPair, bias_metrics, evaluate_bias, pair_scores, shared_positions
-from gptkit.eval.loglik import score_continuations
+from gptkit.scoring.loglik import score_continuations
 
 
 def write_pairs(path, rows):

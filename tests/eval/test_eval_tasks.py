@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-import gptkit.eval.generation as generation
 from gptkit.cli import main
 from gptkit.eval.classification import evaluate_classification, match_label
 from gptkit.eval.generation import evaluate_generation, parse_item
-from gptkit.eval.pipelines import find_pipeline_factory, output_text
+from gptkit.eval.pipelines import output_text
 
 
 def test_generation_rows_accept_input_or_question_and_reference_forms():
@@ -29,8 +28,6 @@ def test_pipeline_outputs_are_read_whatever_their_shape():
 
 @pytest.mark.slow
 def test_classification_through_the_sentiment_pipeline(bundled, tmp_path):
-    if find_pipeline_factory() is None:
-        pytest.skip("gptkit.pipeline (the tasks package) is not available yet")
     path = tmp_path / "sentiment.tsv"
     path.write_text(
         "text\tlabel\nI love this wonderful film!\tpositive\nThis was awful and boring.\tnegative\n"
@@ -42,14 +39,7 @@ def test_classification_through_the_sentiment_pipeline(bundled, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("use_pipeline", [True, False])
-def test_generation_scores_answers_from_the_pipeline_or_greedy_generate(
-    bundled, tmp_path, monkeypatch, use_pipeline
-):
-    if not use_pipeline:
-        monkeypatch.setattr(generation, "make_pipeline", lambda task, loaded: None)
-    elif find_pipeline_factory() is None:
-        pytest.skip("gptkit.pipeline (the tasks package) is not available yet")
+def test_generation_scores_answers_from_the_pipeline(bundled, tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text(
         json.dumps(
@@ -62,7 +52,7 @@ def test_generation_scores_answers_from_the_pipeline_or_greedy_generate(
         + "\n"
     )
     result = evaluate_generation(bundled, path, task="question-answering", max_new_tokens=8)
-    assert result.settings["answers_from"] == ("pipeline" if use_pipeline else "greedy generate")
+    assert result.settings["answers_from"] == "pipeline"
     assert result.metrics["f1"] > 0 and 0 <= result.metrics["bleu"] <= 100
 
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from gptkit.eval.loglik import score_continuations
 from gptkit.eval.multiple_choice import (
     ChoiceItem,
     choice_predictions,
     evaluate_multiple_choice,
     fewshot_prompt,
 )
+from gptkit.scoring.loglik import score_continuations
 
 ITEMS = [
     {"query": "ab", "choices": ["c", "cccccc", "xyz"], "gold": 0},

@@ -66,6 +66,7 @@ def test_several_files_add_up(tiny, tmp_path):
     assert set(result.breakdown) == {str(tmp_path / "a.txt"), str(tmp_path / "b.txt")}
 
 
+@pytest.mark.bundled  # the command loads the default model before it reads the files
 def test_empty_and_missing_files_are_one_line_cli_errors(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("  \n")
     assert main(["eval", "perplexity", str(tmp_path / "empty.txt")]) == 1

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from gptkit.eval.loglik import Loglik, score_continuations
 from gptkit.eval.multiple_choice import choice_predictions
+from gptkit.scoring.loglik import Loglik, score_continuations
 
 pytestmark = pytest.mark.slow
 

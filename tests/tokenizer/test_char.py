@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from gptkit.data.tokenizer_training import train_char
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer import GPT4Tokenizer
 from gptkit.tokenizer.char import CharBackend
-from gptkit.tokenizer.trainer import train_char
 
 ALPHABET = "\n !&',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz3$"
 

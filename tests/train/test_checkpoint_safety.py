@@ -28,6 +28,7 @@ from gptkit.train.checkpoint import (
 TRAIN_SCRIPT = "import json, sys; from gptkit.train import train; train(json.loads(sys.argv[1]))"
 
 
+@pytest.mark.slow  # fresh interpreters that import torch and train
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(char_data, tmp_path):
     out = tmp_path / "out"
     config = tiny_config(char_data, out, max_iters=1000, checkpoint_interval=2, lr_decay_iters=1000)

@@ -8,7 +8,7 @@ import torch
 
 from gptkit import GPT4LMHeadModel, preset
 from gptkit.cli import main
-from gptkit.tokenizer.trainer import train_char
+from gptkit.data.tokenizer_training import train_char
 from gptkit.train.sft import tokenize_pair
 
 

@@ -235,6 +235,8 @@ def test_lora_refuses_a_model_that_keeps_gguf_blocks(bundled_gguf):
         apply_lora(GPT4LMHeadModel.from_pretrained(bundled_gguf))
 
 
+@pytest.mark.slow
+@pytest.mark.bundled  # loaded in a fresh interpreter, out of the fixtures' sight
 def test_lora_on_the_bundled_135m_model_is_small_and_fits():
     # A fresh interpreter, so the peak RSS is this workload's alone.
     done = subprocess.run(

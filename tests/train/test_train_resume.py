@@ -30,6 +30,7 @@ def test_resume_in_process_is_bit_identical(char_data, tmp_path, dtype):
     assert second.val_losses[8] == straight.val_losses[8]
 
 
+@pytest.mark.slow  # two fresh interpreters that import torch and train
 def test_resume_in_fresh_process_is_bit_identical(char_data, tmp_path):
     model = {
         "preset": "gpt-nano",

@@ -41,7 +41,7 @@ def cmd_data_scrub(args: argparse.Namespace) -> int:
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     """Train a byte-level BPE tokenizer with GPT-4's split regex (or --char: a character vocabulary)."""
-    from gptkit.tokenizer.trainer import DEFAULT_SPECIAL_TOKENS, train_bpe, train_char
+    from gptkit.data.tokenizer_training import DEFAULT_SPECIAL_TOKENS, train_bpe, train_char
 
     if args.char:
         tokenizer = train_char(args.files, args.out, special_tokens=args.special_tokens or ())

@@ -10,14 +10,15 @@ and the engine goes on eagerly with the same results.
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
+from gptkit.compiling import CompiledOrEager
 from gptkit.model.attention import AttentionInputs
 from gptkit.model.cache import KVCache
 
@@ -29,25 +30,19 @@ class DecodeStep:
 
     def __init__(self, model: torch.nn.Module, compile: bool = False) -> None:
         self.model = model
-        self.compiled: Any = compiled_transformer(model) if compile else None
+        compiled = functools.partial(compiled_transformer(model), model) if compile else None
+        self.transformer = CompiledOrEager(compiled, model.transformer, "the decode step", logger.warning)
 
     @property
     def is_compiled(self) -> bool:
         """Whether steps run through the compiled graph (False after a fallback)."""
-        return self.compiled is not None
+        return self.transformer.is_compiled
 
     def __call__(self, tokens: torch.Tensor, token_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         inputs, positions = self.model.cached_inputs(token_mask, cache)
-        if self.compiled is not None:
+        if self.transformer.is_compiled:
             _mark_dynamic(tokens, positions, inputs)
-            try:
-                return self.compiled(self.model, tokens, positions, inputs, 1)[:, -1]
-            except Exception as error:  # the compiler failed before running anything: same step, eagerly
-                logger.warning(
-                    "torch.compile of the decode step failed, decoding eagerly: %s", _first_line(error)
-                )
-                self.compiled = None
-        return self.model.transformer(tokens, positions, inputs, 1)[:, -1]
+        return self.transformer(tokens, positions, inputs, 1)[:, -1]
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled transformer
@@ -85,8 +80,3 @@ def _mark_dynamic(tokens: torch.Tensor, positions: torch.Tensor, inputs: Attenti
     for tensor in rows:
         torch._dynamo.maybe_mark_dynamic(tensor, 0)
     torch._dynamo.maybe_mark_dynamic(inputs.mask, 3)  # (B, 1, 1, used columns)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.request import Completion, Event, Request
@@ -300,5 +301,5 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise GenerationError(f"{name} must be a positive integer, got {value!r}")

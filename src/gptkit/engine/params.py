@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import GenerationError
 from gptkit.generation.config import (
     GenerationConfig,
@@ -13,7 +14,6 @@ from gptkit.generation.config import (
     check_option,
     check_single_constraint,
     integer,
-    is_int,
     optional,
 )
 from gptkit.generation.constraints import CONSTRAINT_OPTIONS

@@ -1,2 +1,2 @@
-"""Evaluation: log-likelihood scoring, perplexity, multiple choice, classification, generation metrics,
-a CrowS-Pairs-style bias probe and closed-form training cost (see docs/evaluation.md)."""
+"""Evaluation: perplexity, multiple choice, classification, generation metrics, a CrowS-Pairs-style bias
+probe and closed-form training cost (see docs/evaluation.md); the scoring itself is ``gptkit.scoring``."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from gptkit.eval.common import EvalResult, LoadedModel, score_with_progress
 from gptkit.eval.data import read_dataset, require_text
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 
 DIRECTIONS = ("stereo", "antistereo")
 SCORINGS = ("shared", "full")

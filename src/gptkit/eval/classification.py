@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptkit.checks import is_number
 from gptkit.errors import GPTKitError
 from gptkit.eval.common import EvalResult, LoadedModel
 from gptkit.eval.data import read_dataset, require_text
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
 from gptkit.eval.metrics import accuracy, macro_f1
 from gptkit.eval.pipelines import make_pipeline
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class LabelledText:
 def parse_item(row: dict[str, Any]) -> LabelledText:
     """A row with a text and a label."""
     label = row.get("label")
-    if isinstance(label, (int, float)) and not isinstance(label, bool):
+    if is_number(label):
         label = str(label)
     if not isinstance(label, str) or not label.strip():
         raise ValueError("missing or empty field 'label'")
@@ -57,10 +58,6 @@ def evaluate_classification(
     if unknown:
         raise GPTKitError(f"{path}: labels {unknown} are not among --labels {label_set}")
     classifier = make_pipeline("sentiment-analysis", loaded, labels=label_set)
-    if classifier is None:
-        raise GPTKitError(
-            "classification needs the task pipelines (gptkit.pipeline), which are not available"
-        )
     outputs = classifier([item.text for item in items], batch_size=batch_size)
     predictions = [match_label(out["label"], label_set) for out in outputs]
     golds = [item.label for item in items]

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from gptkit.options import add_model_options, fraction, load_options, positive_float, positive_int
-
-SCORING_BATCH_SIZE = 16  # gptkit.eval.loglik.SCORING_BATCH_SIZE, without importing torch for --help
+from gptkit.scoring import SCORING_BATCH_SIZE  # the package, not loglik: --help loads no torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

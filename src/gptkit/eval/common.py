@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from gptkit.eval.data import SkippedRow
-from gptkit.eval.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Generation tasks (translation, summarization, question answering, free text) scored against references.
 
-Answers come from the task pipeline when ``gptkit.pipeline`` exists; otherwise from greedy
-``model.generate`` on a short instruction prompt (through the chat template when the tokenizer has one).
+Answers come from the task pipeline (``gptkit.pipeline``) over the loaded model.
 Every task reports BLEU, chrF, ROUGE-1/2/L and SQuAD exact match / F1 (:mod:`gptkit.eval.metrics`).
 """
 
@@ -11,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from gptkit.eval.common import EvalResult, LoadedModel
@@ -19,14 +17,6 @@ from gptkit.eval.data import GENERATION_TASKS as TASKS
 from gptkit.eval.data import read_dataset, require_text
 from gptkit.eval.metrics import generation_metrics
 from gptkit.eval.pipelines import make_pipeline, output_text
-
-FALLBACK_PROMPTS = {
-    "translation": "Translate this text to {target_lang}. Reply with the translation only.\n\n{input}",
-    "summarization": "Summarize this text in one sentence.\n\n{input}",
-    "question-answering": "Answer the question with a few words from the context.\n\n"
-    "Context: {context}\nQuestion: {question}",
-    "text-generation": "{input}",
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ def evaluate_generation(
     if task not in TASKS:
         raise ValueError(f"unknown generation task {task!r}; choose one of {', '.join(TASKS)}")
     dataset = read_dataset(path, parse_item, strict=strict, limit=limit)
-    answers, source = generate_answers(loaded, task, dataset.items, max_new_tokens)
+    answers = generate_answers(loaded, task, dataset.items, max_new_tokens)
     return EvalResult(
         task=f"generation/{task}",
         model=loaded.name,
@@ -73,7 +63,7 @@ def evaluate_generation(
         skipped=dataset.skipped,
         settings={
             "file": str(path),
-            "answers_from": source,
+            "answers_from": "pipeline",
             "max_new_tokens": max_new_tokens,
             "limit": limit,
         },
@@ -82,14 +72,10 @@ def evaluate_generation(
 
 def generate_answers(
     loaded: LoadedModel, task: str, items: list[GenerationItem], max_new_tokens: int
-) -> tuple[list[str], str]:
-    """(one answer per item, "pipeline" or "greedy generate")."""
+) -> list[str]:
+    """One answer per item, from the task's pipeline."""
     pipe = make_pipeline(task, loaded)
-    if pipe is not None:
-        return [_pipeline_answer(pipe, task, item, max_new_tokens) for item in _progress(items)], "pipeline"
-    return [
-        _greedy_answer(loaded, task, item, max_new_tokens) for item in _progress(items)
-    ], "greedy generate"
+    return [_pipeline_answer(pipe, task, item, max_new_tokens) for item in _progress(items)]
 
 
 def _progress(items: list[GenerationItem]):
@@ -108,18 +94,3 @@ def _pipeline_answer(pipe: Any, task: str, item: GenerationItem, max_new_tokens:
     if task == "text-generation":
         options["return_full_text"] = False
     return output_text(pipe(fields["input"], **options)).strip()
-
-
-@torch.inference_mode()
-def _greedy_answer(loaded: LoadedModel, task: str, item: GenerationItem, max_new_tokens: int) -> str:
-    """Greedy continuation of the task's instruction prompt, cut at the first blank line."""
-    prompt = FALLBACK_PROMPTS[task].format(**{"input": "", "question": "", "context": "", **item.fields})
-    tokenizer = loaded.tokenizer
-    if task != "text-generation" and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-    else:
-        ids = torch.tensor([loaded.start_token + loaded.encode(prompt)])
-    output = loaded.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
-    text = tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
-    return text.strip().split("\n\n")[0].strip()

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.eval.common import EvalResult, LoadedModel, score_with_progress
 from gptkit.eval.data import read_dataset, require_text
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 
 FEWSHOT_SEED = 1234
 FEWSHOT_SEPARATOR = "\n\n"
@@ -55,7 +56,7 @@ def _choices_and_gold(row: dict[str, Any]) -> tuple[list[str], int]:
     gold = row.get("gold", row.get("label"))
     if isinstance(gold, str) and gold.strip().isdigit():
         gold = int(gold)
-    if not isinstance(gold, int) or isinstance(gold, bool):
+    if not is_int(gold):
         raise ValueError("missing or non-integer field 'gold'")
     return choices, gold
 

@@ -1,34 +1,18 @@
-"""The bridge to the task pipelines (``gptkit.pipeline``), imported lazily: they may not be installed."""
+"""The bridge to the task pipelines (``gptkit.pipeline``): build one over a loaded model, read its answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gptkit.eval.common import LoadedModel
+from gptkit.tasks.factory import pipeline
 
 ANSWER_KEYS = ("translation_text", "summary_text", "generated_text", "answer", "label", "text")
 
 
-def find_pipeline_factory() -> Any | None:
-    """``gptkit.pipeline`` (or ``gptkit.tasks.pipeline``), or None while the tasks package lacks it."""
-    import gptkit
-
-    factory = getattr(gptkit, "pipeline", None)
-    if factory is None:
-        try:
-            import gptkit.tasks as tasks
-        except ImportError:
-            return None
-        factory = getattr(tasks, "pipeline", None)
-    return factory
-
-
-def make_pipeline(task: str, loaded: LoadedModel, **options: Any) -> Any | None:
-    """A task pipeline over the already-loaded model, or None when pipelines are not available."""
-    factory = find_pipeline_factory()
-    if factory is None:
-        return None
-    return factory(task, model=loaded.model, tokenizer=loaded.tokenizer, **options)
+def make_pipeline(task: str, loaded: LoadedModel, **options: Any) -> Any:
+    """A task pipeline over the already-loaded model."""
+    return pipeline(task, model=loaded.model, tokenizer=loaded.tokenizer, **options)
 
 
 def output_text(result: Any) -> str:

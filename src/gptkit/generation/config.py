@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.constraints import CONSTRAINT_OPTIONS, check_constraint
 
@@ -125,11 +126,6 @@ def resolve_max_length(config: GenerationConfig, prompt_len: int, context_length
 
 # ---- validation: one rule per option, also applied by SamplingParams under its own names -------------
 Rule = Callable[[str, Any], None]  # rule(name, value) raises GenerationError(param=name) when invalid
-
-
-def is_int(value: Any) -> bool:
-    """An int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def integer(minimum: int | None) -> Rule:

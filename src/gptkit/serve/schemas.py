@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
-from gptkit.generation.config import is_int
+from gptkit.checks import is_int
 
 Int = Annotated[int, Strict()]  # no bools, strings or floats where an integer is expected
 Float = Annotated[float, Strict()]  # ints are fine, strings and bools are not

@@ -2,7 +2,7 @@
 
 A pipeline renders each input into a prompt (chat template for chat models, few-shot text for base
 models, templates from :mod:`gptkit.tasks.prompts`), then either generates an answer (greedy by default,
-left-padded batches) or scores candidate answers with :func:`gptkit.eval.loglik.score_continuations`
+left-padded batches) or scores candidate answers with :func:`gptkit.scoring.loglik.score_continuations`
 (batched, with the prompt text that all inputs share computed once).
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from gptkit.checks import is_int
 from gptkit.errors import ContextLengthError, GPTKitError
-from gptkit.eval.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
 from gptkit.generation import truncate_at_stop
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE, Loglik, score_continuations
 from gptkit.tasks.prompts import TEMPLATES, PromptTemplate
 
 COMMON_OPTIONS = {"prompt", "templates", "examples", "use_chat_template", "system", "batch_size"}
@@ -254,7 +255,7 @@ def require_text(value: Any, what: str) -> str:
 
 def batch_size_of(value: Any) -> int:
     """A positive batch size, or TaskError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise TaskError(f"batch_size must be a positive integer, got {value!r}")
     return value
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gptkit.eval.loglik import SCORING_BATCH_SIZE
+from gptkit.checks import is_int
+from gptkit.scoring.loglik import SCORING_BATCH_SIZE
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts, softmax
 from gptkit.tasks.prompts import CONTENT_FREE_INPUT, VERBALIZERS, PromptTemplate
 
@@ -98,6 +99,6 @@ def ranked(labels: list[str], scores: list[float], top_k: Any) -> Any:
         return results[0]
     if top_k is None:
         return results
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if not is_int(top_k) or top_k < 1:
         raise TaskError(f"top_k must be a positive integer or None, got {top_k!r}")
     return results[:top_k]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.tasks.base import Pipeline, TaskError, example_dicts
 
 DEFAULT_NEW_TOKENS = 96
@@ -59,7 +60,7 @@ def positive_or_none(value: Any, name: str) -> int | None:
     """value if it is a positive int, None when unset; TaskError otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise TaskError(f"{name} must be a positive integer, got {value!r}")
     return value
 

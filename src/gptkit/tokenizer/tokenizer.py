@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gptkit.checks import is_int
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer import batch
 from gptkit.tokenizer.backend import Backend, replace_lone_surrogates
@@ -29,7 +30,7 @@ def _ids_list(ids: Any) -> list[int]:
         raise TokenizerError(f"token ids must be a list of ints or a tensor, got {type(ids).__name__}")
     if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
         ids = ids[0]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not all(is_int(i) for i in ids):
         raise TokenizerError("decode takes one sequence of ints; use batch_decode for several sequences")
     return list(ids)
 

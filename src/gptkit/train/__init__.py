@@ -7,7 +7,7 @@ _EXPORTS = {
     "PretrainBatches": "gptkit.train.data",
     "TrainConfig": "gptkit.train.config",
     "load_config": "gptkit.train.config",
-    "TrainResult": "gptkit.train.loop",
+    "TrainResult": "gptkit.train.progress",
     "TrainingDivergedError": "gptkit.train.loop",
     "train": "gptkit.train.loop",
 }

@@ -9,8 +9,9 @@ import torch
 from gptkit.loader import load
 from gptkit.modeling import GPT4LMHeadModel
 from gptkit.train.config import TrainConfig
-from gptkit.train.loop import TrainResult, train
+from gptkit.train.loop import train
 from gptkit.train.lora import apply_lora
+from gptkit.train.progress import TrainResult
 
 
 def finetune(config: TrainConfig | dict[str, Any]) -> TrainResult:

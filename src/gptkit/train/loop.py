@@ -7,7 +7,6 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gptkit.compiling import CompiledOrEager
 from gptkit.config import GPT4Config
 from gptkit.data.shards import DataError
 from gptkit.errors import ConfigError, GPTKitError
@@ -24,38 +24,13 @@ from gptkit.train import checkpoint as ckpt
 from gptkit.train import distributed as dist_
 from gptkit.train.config import TrainConfig
 from gptkit.train.data import BatchSource, PretrainBatches, label_kind
-from gptkit.train.metrics import MetricsLogger, batch_flops, bits_per_byte, measured_peak_flops
+from gptkit.train.metrics import batch_flops, bits_per_byte, measured_peak_flops
 from gptkit.train.optim import lr_at, make_optimizer, set_lr
+from gptkit.train.progress import Throughput, TrainResult, bytes_per_token_of, open_logger, summary
 
 
 class TrainingDivergedError(GPTKitError, FloatingPointError):
     """The loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
-
-
-@dataclass
-class TrainResult:
-    """What a run did: per-step losses, evaluations, throughput and where its files are."""
-
-    out_dir: Path
-    start_step: int
-    final_step: int
-    losses: list[float]  # training loss of every step this process ran (steps start_step+1 .. final_step)
-    val_losses: dict[int, float] = field(default_factory=dict)
-    val_train_seconds: dict[int, float] = field(default_factory=dict)  # step -> train_seconds at that eval
-    best_val_loss: float = math.inf
-    val_bpb: float | None = None
-    tokens: int = 0  # tokens trained on by this process's run, all ranks together
-    wall_time: float = 0.0
-    train_seconds: float = 0.0  # time in training steps only (no eval, logging, samples, checkpoints)
-    tokens_per_s: float = 0.0
-    mfu: float | None = None
-    checkpoint: Path | None = None
-    plot: Path | None = None
-    model: nn.Module | None = None
-
-    @property
-    def final_val_loss(self) -> float | None:
-        return self.val_losses[max(self.val_losses)] if self.val_losses else None
 
 
 def train(
@@ -132,68 +107,57 @@ class Trainer:
             if c.progress:
                 print(f"writing checkpoints and metrics to {self.out_dir}/", flush=True)
         dist_.barrier(self.d)
-        logger = (
-            MetricsLogger(self.out_dir, c.tensorboard, c.wandb_project if c.wandb else None, c.to_dict())
-            if main
-            else None
-        )
-        if logger is not None and c.resume:
-            logger.load_previous()
-            logger.truncate_after(self.step)
+        logger = open_logger(c, self.out_dir, self.step) if main else None
         peak = measured_peak_flops(self.d.device, self.autocast_dtype or torch.float32) if main else 0.0
-        bytes_per_token = _bytes_per_token(self.source, self.tokenizer)
+        bytes_per_token = bytes_per_token_of(self.source, self.tokenizer)
         result = TrainResult(self.out_dir, self.step, self.step, [], best_val_loss=self.best_val_loss)
         bar = tqdm(total=c.max_iters, initial=self.step, disable=not (main and c.progress), desc="train")
-        start = window_start = time.perf_counter()
-        window_tokens, window_flops, total_flops = 0, 0.0, 0.0
+        meter = Throughput(peak * self.d.world_size)
         try:
             while self.step < c.max_iters:
-                lr = lr_at(self.step, c)
-                set_lr(self.optimizer, lr)
-                step_start = time.perf_counter()
-                loss = self.train_step()
-                result.train_seconds += time.perf_counter() - step_start
-                self.step += 1
-                self._check_finite(loss, lr)
-                result.losses.append(loss)
-                self.tokens_seen += self.step_tokens
-                window_tokens += self.step_tokens
-                window_flops += self.step_flops
-                total_flops += self.step_flops
-                result.tokens += self.step_tokens
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                row: dict[str, Any] = {}
-                if self._due(c.eval_interval):
-                    row.update(self._evaluate(bytes_per_token, result))
-                if self._due(c.log_interval) or row:
-                    elapsed = time.perf_counter() - window_start
-                    tps = window_tokens / max(elapsed, 1e-9)
-                    mfu = window_flops / max(elapsed, 1e-9) / (peak * self.d.world_size) if peak else None
-                    row.update(
-                        step=self.step, loss=loss, lr=lr, tokens_per_s=tps, mfu=mfu, tokens=self.tokens_seen
-                    )
-                    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-                    if logger is not None:
-                        logger.log(row)
-                if c.sample_interval and self._due(c.sample_interval):
-                    self._sample(bar)
-                if self._due(c.checkpoint_interval or c.max_iters):
-                    result.checkpoint = self.save()
+                self._run_step(result, meter, bar, logger, bytes_per_token)
         finally:
             bar.close()
-            result.wall_time = time.perf_counter() - start
+            result.wall_time = meter.elapsed()
             if logger is not None:
                 if logger.rows:
                     result.plot = logger.plot(self.out_dir / "loss.png")
                 logger.close()
         result.final_step, result.best_val_loss = self.step, self.best_val_loss
         result.tokens_per_s = result.tokens / max(result.wall_time, 1e-9)
-        result.mfu = total_flops / max(result.wall_time, 1e-9) / (peak * self.d.world_size) if peak else None
+        result.mfu = meter.overall_mfu(result.wall_time)
         result.model = self.model
         if main and c.progress:
             print(summary(result))
         return result
+
+    def _run_step(self, result: TrainResult, meter: Throughput, bar, logger, bytes_per_token) -> None:
+        """One optimizer step, then whatever falls due at it: evaluation, a log row, a sample, a checkpoint."""
+        c = self.config
+        lr = lr_at(self.step, c)
+        set_lr(self.optimizer, lr)
+        step_start = time.perf_counter()
+        loss = self.train_step()
+        result.train_seconds += time.perf_counter() - step_start
+        self.step += 1
+        self._check_finite(loss, lr)
+        result.losses.append(loss)
+        self.tokens_seen += self.step_tokens
+        result.tokens += self.step_tokens
+        meter.add(self.step_tokens, self.step_flops)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        row: dict[str, Any] = {}
+        if self._due(c.eval_interval):
+            row.update(self._evaluate(bytes_per_token, result))
+        if self._due(c.log_interval) or row:
+            row.update(step=self.step, loss=loss, lr=lr, **meter.window(), tokens=self.tokens_seen)
+            if logger is not None:
+                logger.log(row)
+        if c.sample_interval and self._due(c.sample_interval):
+            self._sample(bar)
+        if self._due(c.checkpoint_interval or c.max_iters):
+            result.checkpoint = self.save()
 
     def _due(self, interval: int) -> bool:
         return self.step % interval == 0 or self.step == self.config.max_iters
@@ -304,20 +268,12 @@ class CompiledForward:
     """``model(x, labels=y).loss`` (or ``targets=y``), through torch.compile when asked, else eager."""
 
     def __init__(self, model: nn.Module, compile: bool, kind: str = "labels") -> None:
-        self.eager = model
-        self.compiled = torch.compile(model) if compile else None
+        compiled = torch.compile(model) if compile else None
+        self.model = CompiledOrEager(compiled, model, "the training forward", warnings.warn)
         self.kind = kind
 
     def __call__(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(input_ids, **{self.kind: labels}).loss
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: keep training in eager mode
-                warnings.warn(
-                    f"torch.compile failed ({type(exc).__name__}: {exc}); using eager mode", stacklevel=2
-                )
-                self.compiled = None
-        return self.eager(input_ids, **{self.kind: labels}).loss
+        return self.model(input_ids, **{self.kind: labels}).loss
 
 
 def build_model(config: TrainConfig) -> GPT4LMHeadModel:
@@ -381,34 +337,3 @@ def _tokenizer_source(config: TrainConfig) -> str | None:
     if name and (Path(config.data_dir) / name).exists():
         return str((Path(config.data_dir) / name).resolve())
     return name
-
-
-def _bytes_per_token(source: BatchSource, tokenizer) -> float | None:
-    """UTF-8 bytes per token of the validation split: decoded with the tokenizer, else from meta.json."""
-    shards = getattr(source, "shards", None)
-    if shards is None:
-        return None
-    meta = shards.meta
-    if tokenizer is not None and len(shards.val):
-        sample = shards.val[:100_000].tolist()
-        return len(tokenizer.decode(sample).encode("utf-8")) / len(sample)
-    if meta.get("val_bytes") and meta.get("val_tokens"):
-        return meta["val_bytes"] / meta["val_tokens"]
-    return meta.get("bytes_per_token")
-
-
-def summary(result: TrainResult) -> str:
-    """A few lines that say how the run went."""
-    mfu = f"{100 * result.mfu:.1f}%" if result.mfu is not None else "n/a"
-    bpb = f" ({result.val_bpb:.3f} bits/byte)" if result.val_bpb is not None else ""
-    lines = [
-        f"trained steps {result.start_step} -> {result.final_step} in {result.wall_time:.1f}s",
-        f"final val loss {result.final_val_loss if result.final_val_loss is not None else float('nan'):.4f}{bpb}, "
-        f"best {result.best_val_loss:.4f}",
-        f"tokens {result.tokens:,} at {result.tokens_per_s:,.0f} tokens/s, MFU {mfu}",
-    ]
-    if result.checkpoint:
-        lines.append(f"checkpoint {result.checkpoint}")
-    if result.plot:
-        lines.append(f"loss plot {result.plot}")
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Load GGUF weights: validate the tensor table, dequantize (vectorised torch), rename to gptkit's names.
+"""Load GGUF weights: validate the tensor table, dequantize (gptkit.quant.gguf_dequant), rename to ours.
 
 GGUF tensors map to ours through one declarative table (``BLOCK_RULES`` / ``GLOBAL_RULES``): each of our
 parameters is the row-wise concatenation of one or more GGUF tensors, after a per-tensor transform (the
@@ -8,7 +8,6 @@ Q/K un-permute of llama.cpp's converter). The quantized blocks stay reachable th
 
 from __future__ import annotations
 
-import ctypes
 import math
 import mmap
 import re
@@ -21,16 +20,14 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from gptkit.config import GPT4Config
 from gptkit.errors import UnsupportedTensorTypeError, WeightsError
+from gptkit.memory import drop_mapped_pages
 from gptkit.model.decoder import parameter_shapes
 from gptkit.quant.gguf_dequant import TORCH_DEQUANTIZERS, dequantize
 from gptkit.weights.gguf_config import PERMUTED_QK_ARCHITECTURES, config_from_gguf
 from gptkit.weights.gguf_file import GGUFHeader, TensorInfo, read_header
-from gptkit.weights.loading import libc_function
 
 Q = GGMLQuantizationType
 NOT_WEIGHTS = frozenset({Q.I8, Q.I16, Q.I32, Q.I64, Q.F64})  # integer/f64 tensors never hold weights
-
-_MADVISE = libc_function("madvise") if hasattr(mmap, "MADV_DONTNEED") else None  # Linux
 
 
 @dataclass(frozen=True)
@@ -137,11 +134,7 @@ def _drop_file_pages(tensor: GGUFTensor | torch.Tensor) -> None:
     the file's, and touching them again reads them back (on anonymous memory this would zero them instead).
     """
     data = tensor.data if isinstance(tensor, GGUFTensor) else tensor
-    start = data.data_ptr()
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    last = (start + data.numel() * data.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
-    if last > first and _MADVISE is not None:
-        _MADVISE(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+    drop_mapped_pages(data.data_ptr(), data.numel() * data.element_size())
 
 
 def _file_bytes(buffer: mmap.mmap, offset: int, n_bytes: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from gptkit.errors import ConfigError
+from gptkit.memory import release_free_memory, trimming
 from gptkit.model.decoder import DecoderLM
 from gptkit.registry import ModelSource, SourceKind, resolve
 
@@ -55,9 +55,9 @@ def load_pretrained(
     blocks = getattr(read, "blocks", None)  # GGUF only: a parameter's quantized blocks
     dtype, quantize = choose_path(resolve_dtype(dtype), quantize, blocks is not None)
     if quantize == QUANTIZE_GGUF:
-        model = ggml_model(model_class, config, shapes, _trimming(read), blocks, dtype)
+        model = ggml_model(model_class, config, shapes, trimming(read), blocks, dtype)
     else:
-        model = stream_model(model_class, config, shapes, _trimming(read), dtype, quantize)
+        model = stream_model(model_class, config, shapes, trimming(read), dtype, quantize)
     del read, blocks  # the last references to the open files (quantized blocks keep their own)
     release_free_memory()
     if device is not None:
@@ -191,46 +191,6 @@ def _used_outside_linears(model: nn.Module) -> set[str]:
         if not isinstance(module, nn.Linear)
         for p in module.parameters(recurse=False)
     }
-
-
-TRIM_EVERY_BYTES = 64 * 2**20  # while streaming: glibc keeps the heap fragments temporaries leave behind
-
-
-def _trimming(read: Callable[[str], torch.Tensor]) -> Callable[[str], torch.Tensor]:
-    """``read``, handing freed heap memory back to the OS after every TRIM_EVERY_BYTES of tensors read.
-
-    Trimming after every tensor made SmolLM2's int4 load ~2x slower (freed pages fault back in); never
-    trimming left up to ~180 MB of heap fragments in its peak.
-    """
-    unreleased = 0
-
-    def read_and_trim(name: str) -> torch.Tensor:
-        nonlocal unreleased
-        tensor = read(name)
-        unreleased += tensor.nbytes
-        if unreleased >= TRIM_EVERY_BYTES:
-            release_free_memory()
-            unreleased = 0
-        return tensor
-
-    return read_and_trim
-
-
-def libc_function(name: str) -> Callable | None:
-    """The C library's function ``name`` where there is one (glibc: malloc_trim, madvise), else None."""
-    try:
-        return getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError, TypeError):  # no C library to open (Windows), or not this one
-        return None
-
-
-_MALLOC_TRIM = libc_function("malloc_trim")
-
-
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc keeps them after many tensors come and go)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def load_config(name_or_path: str | Path):

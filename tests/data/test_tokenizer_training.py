@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptkit.data.shards import DataError
+from gptkit.data.tokenizer_training import train_bpe
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer import GPT4Tokenizer
 from gptkit.tokenizer.backend import unspell_bytes
-from gptkit.tokenizer.trainer import train_bpe
 
 VOCAB_SIZE = 600
 

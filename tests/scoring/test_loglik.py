@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from gptkit import ContextLengthError, GPT4Config, GPT4LMHeadModel
-from gptkit.eval.loglik import score_continuations
+from gptkit.scoring.loglik import score_continuations
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,17 @@ def test_long_contexts_are_cut_from_the_left(model):
     assert result.logprob == pytest.approx(direct(model, context[-22:], continuation), abs=1e-4)
     with pytest.raises(ContextLengthError, match="30 tokens"):
         score_continuations(model, [([1], list(range(30)))])
+
+
+def test_the_package_loads_no_torch_for_command_line_help():
+    code = "import sys, gptkit.scoring; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_old_module_path_still_works():
+    import gptkit.eval.loglik as old
+    import gptkit.scoring
+    import gptkit.scoring.loglik as new
+
+    assert old.score_continuations is new.score_continuations and old.Loglik is new.Loglik
+    assert old.SCORING_BATCH_SIZE == new.SCORING_BATCH_SIZE == gptkit.scoring.SCORING_BATCH_SIZE == 16

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from gptkit.data.documents import expand_inputs, read_text_chunks
 from gptkit.errors import TokenizerError
 from gptkit.tokenizer.char import CharBackend, vocabulary
 from gptkit.tokenizer.hf_backend import TokenizersBackend
@@ -27,8 +28,6 @@ TRAIN_CHUNK_CHARS = 1 << 16  # small pieces let `tokenizers` count pre-tokens on
 
 def _text_chunks(files: Sequence[str | Path]) -> Iterator[str]:
     """Every input file's text, in chunks cut at line starts."""
-    from gptkit.data.documents import expand_inputs, read_text_chunks
-
     for path in expand_inputs(files):
         yield from read_text_chunks(path, TRAIN_CHUNK_CHARS)
 
