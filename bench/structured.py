@@ -4,9 +4,9 @@ bundled SmolLM2-135M GGUF (no flags: the default path), in one run.
 For each JSON Schema / regex below, one greedy request runs constrained (grammar mask and fast-forward of
 forced tokens, the default), constrained without fast-forward (the mask's own cost), and free with exactly
 as many new tokens (``ignore_eos``). Decode time counts every step after the one that prefills the prompt;
-per token = that time / (new tokens - 1). Each is the median of ``--repeats`` runs. The goal: constrained
+per token = that time / (new tokens - 1). Each is the median of ``--repeats`` runs, the three variants interleaved. The goal: constrained
 adds <= 10% per token.
-Run: `.venv/bin/python bench/structured.py [--threads 2] [--repeats 3]`
+Run: `.venv/bin/python bench/structured.py [--threads 2] [--repeats 5]`
 """
 
 from __future__ import annotations
@@ -81,16 +81,21 @@ def decode_seconds(engine: Engine, prompt: list[int], params: SamplingParams) ->
     return time.perf_counter() - start, tokens
 
 
-def per_token(engine: Engine, prompt: list[int], params: SamplingParams, repeats: int) -> tuple[float, int]:
-    runs = [decode_seconds(engine, prompt, params) for _ in range(repeats)]
-    tokens = runs[0][1]
-    return statistics.median(seconds / max(n - 1, 1) for seconds, n in runs), tokens
+def per_token(engine: Engine, prompt: list[int], variants: list[SamplingParams], repeats: int) -> list[float]:
+    """Median decode seconds per token of each variant; the variants' runs interleave (machine noise hits
+    them alike)."""
+    runs: list[list[float]] = [[] for _ in variants]
+    for _ in range(repeats):
+        for times, params in zip(runs, variants, strict=True):
+            seconds, n = decode_seconds(engine, prompt, params)
+            times.append(seconds / max(n - 1, 1))
+    return [statistics.median(times) for times in runs]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = GPT4LMHeadModel.from_pretrained(DEFAULT_MODEL).eval()
@@ -104,13 +109,13 @@ def main() -> None:
             [{"role": "user", "content": question}], add_generation_prompt=True
         )
         greedy = {"temperature": 0, "max_tokens": MAX_TOKENS}
-        engine.generate([prompt], SamplingParams(**greedy, **constraint))  # compiles the grammar once
-        fast, n = per_token(engine, prompt, SamplingParams(**greedy, **constraint), args.repeats)
-        mask, _ = per_token(
-            engine, prompt, SamplingParams(**greedy, **constraint, fast_forward=False), args.repeats
-        )
-        free_params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-        free, _ = per_token(engine, prompt, free_params, args.repeats)
+        n = engine.generate([prompt], SamplingParams(**greedy, **constraint))[0].completion_tokens
+        variants = [
+            SamplingParams(temperature=0, max_tokens=n, ignore_eos=True),  # free, as many tokens
+            SamplingParams(**greedy, **constraint, fast_forward=False),
+            SamplingParams(**greedy, **constraint),
+        ]
+        free, mask, fast = per_token(engine, prompt, variants, args.repeats)
         overheads.append(fast / free - 1)
         print(
             f"{name:18} {n:6d} {1000 * free:11.2f} {1000 * mask:8.2f} ({mask / free - 1:+5.1%})"
