@@ -60,6 +60,7 @@ class Completion:
     logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
     prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt token, None for the first
     error: str | None = None  # why the request failed (finish_reason "error"); other requests go on
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache, not prefilled (of prompt_tokens)
 
 
 @dataclass
@@ -108,11 +109,12 @@ class Request:
         self.plan = plan
         self.tokenizer = tokenizer
         self.slot: int | None = None
+        self.cached_tokens = 0  # prompt tokens whose KV came from the prefix cache
         self.prompt_len = plan.prompt_len
         self.buffer = plan.input_ids.new_zeros((1, plan.max_length))  # (1, prompt + max_tokens)
         self.buffer[:, : self.prompt_len] = plan.input_ids
         self.length = self.prompt_len
-        self.cached = 0  # tokens of the sequence already in the KV cache (fast-forward leaves several out)
+        self.fed = 0  # tokens of the sequence already fed to the KV cache (fast-forward leaves several out)
         self.constraint = plan.constraint.rows[0] if plan.constraint is not None else None
         self.grammar_complete = False  # the grammar admits no further token: the request ends with "stop"
         self.emitted = 0  # characters of text already handed out as deltas
@@ -138,7 +140,7 @@ class Request:
     @property
     def uncached(self) -> torch.Tensor:
         """Tokens not yet in the KV cache (1, n): the last one, or it and the tokens forced after it."""
-        return self.buffer[:, self.cached : self.length]
+        return self.buffer[:, self.fed : self.length]
 
     def score_prompt(self, logits: torch.Tensor) -> None:
         """Keep the prompt tokens' log-probabilities from the prefill's logits (1, T, V)."""
@@ -205,6 +207,7 @@ class Request:
             self.logprobs,
             self.prompt_logprobs,
             message,
+            self.cached_tokens,
         )
         return Event(self.id, None, "", completion)
 
@@ -231,7 +234,16 @@ class Request:
         cut = truncate_at_stop(text, self.params.stops)
         stopped = ended_by_id or len(cut) < len(text) or self.grammar_complete
         reason: FinishReason = "stop" if stopped else "length"
-        return Completion(cut, ids, reason, self.prompt_len, len(ids), self.logprobs, self.prompt_logprobs)
+        return Completion(
+            cut,
+            ids,
+            reason,
+            self.prompt_len,
+            len(ids),
+            self.logprobs,
+            self.prompt_logprobs,
+            cached_tokens=self.cached_tokens,
+        )
 
 
 def _openai_processors(params: SamplingParams, prompt_len: int) -> list[LogitsProcessor]:
