@@ -77,7 +77,17 @@ INVALID = [  # (path, body, param)
     (CHAT, chat(logit_bias={"5": 500}), "logit_bias"),
     (CHAT, chat(logit_bias={"99999999": 1}), "logit_bias"),
     (CHAT, chat(seed="x"), "seed"),
-    (CHAT, chat(response_format={"type": "json_object"}), "response_format"),
+    (CHAT, chat(response_format={"type": "json_schema"}), "response_format"),
+    (
+        CHAT,
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}),
+        "response_format.json_schema.schema",
+    ),
+    (
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="auto", guided_regex="(("),
+        "guided_regex",
+    ),
     (CHAT, chat(repetition_penalty=1e-300), "repetition_penalty"),
     (COMPLETIONS, completion(stop_token_ids=[-1]), "stop_token_ids"),
     (COMPLETIONS, completion(min_tokens=5), "min_tokens"),

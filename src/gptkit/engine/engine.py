@@ -15,16 +15,17 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from gptkit.checks import is_int
 from gptkit.engine.compiled import DecodeStep
+from gptkit.engine.conveniences import BatchConveniences
 from gptkit.engine.params import SamplingParams
 from gptkit.engine.prefix_cache import DEFAULT_PREFIX_CACHE_MB, PrefixCache, model_namespace
-from gptkit.engine.request import Completion, Event, Request
+from gptkit.engine.request import Event, Request
 from gptkit.engine.speculative import make_speculator
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.plan import make_plan
@@ -36,7 +37,7 @@ DEFAULT_MAX_SEQ_LEN = 2048  # slot size cap when the model's context is longer: 
 Prompt = str | Sequence[int]
 
 
-class Engine:
+class Engine(BatchConveniences):
     """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens.
 
     ``prefix_cache_mb`` MiB (None: ``DEFAULT_PREFIX_CACHE_MB``, 0: off) keep the KV of earlier requests'
@@ -173,21 +174,39 @@ class Engine:
         """Decode one token for every running request, then admit waiting requests into free slots."""
         events = self._decode_running()
         while self.waiting and self.free_slots:
-            events.append(self._admit(self.waiting.popleft()))
+            events += self._admit(self.waiting.popleft())
         return events
 
     def _decode_running(self) -> list[Event]:
-        """One forward pass over slots [0, highest occupied]: running rows take their last token."""
+        """One forward pass over slots [0, highest occupied]: running rows take their last token.
+
+        A row holding tokens a grammar forced (fast-forward) is fed them all at once on its own instead.
+        """
         if not self.running:
             return []
-        if self.speculator is not None and any(r.params.speculative for r in self.running.values()):
+        speculating = any(r.params.speculative for r in self.running.values())
+        if self.speculator is not None and speculating and not self._constrained():
             return self.speculator.step(self)
-        width = max(self.running) + 1
+        extended = {s: r for s, r in self.running.items() if r.uncached.shape[1] > 1}
+        logits = {slot: self._feed(request, slot) for slot, request in extended.items()}  # slot -> (1, V)
+        batch = [slot for slot in self.running if slot not in extended]
+        if batch:
+            logits.update(self._decode_batch(batch, skipped=list(extended)))
+        events = []
+        for slot, request in list(self.running.items()):
+            events += self._advance(request, logits[slot])
+        return events
+
+    def _decode_batch(self, batch: list[int], skipped: list[int]) -> dict[int, torch.Tensor]:
+        """Decode the last token of the ``batch`` slots in one forward; logits (1, V) per slot."""
+        width = max(batch) + 1
         device = self.cache.valid.device
         tokens = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1)
         occupied = torch.zeros(width, 1, dtype=torch.long, device=device)  # (width, 1); 0 = idle slot
-        for slot, request in self.running.items():
+        for slot in batch:
+            request = self.running[slot]
             tokens[slot, 0], occupied[slot, 0] = request.last_token, 1
+            request.fed = request.length
         rows = self.cache.row_range(0, width)
         adapters = [self.running[s].adapter_slot if s in self.running else BASE for s in range(width)]
         with use_adapters(self.model, adapters):  # each row's LoRA adapter, if any
@@ -195,25 +214,38 @@ class Engine:
         idle = [slot for slot in range(width) if slot not in self.running]
         if idle:
             rows.reset_rows(idle)  # their pad token took a column: keep idle slots empty
-        return [
-            self._advance(request, logits[slot : slot + 1]) for slot, request in list(self.running.items())
-        ]
+        skipped = [slot for slot in skipped if slot < width]
+        if skipped:
+            rows.next_column[skipped] -= 1  # rows fed on their own: give back the pad column they took
+        return {slot: logits[slot : slot + 1] for slot in batch}
 
-    def _admit(self, request: Request) -> Event:
+    def _feed(self, request: Request, slot: int) -> torch.Tensor:
+        """Feed a row every token it holds outside the cache in one forward; its next logits (1, V)."""
+        tokens = request.uncached
+        request.fed = request.length
+        rows = self.cache.row_range(slot, slot + 1)
+        with use_adapters(self.model, [request.adapter_slot]):
+            return self.model(tokens, cache=rows, logits_to_keep=1).logits[:, -1].float()
+
+    def _constrained(self) -> bool:
+        """Whether a running request follows a grammar (those decode without speculation)."""
+        return any(r.constraint is not None for r in self.running.values())
+
+    def _admit(self, request: Request) -> list[Event]:
         """Give ``request`` the lowest free slot and prefill its prompt on that row alone."""
         if request.params.max_tokens == 0:
             self._prefill(request, cache=None)  # nothing to generate: no slot needed
-            return request.finish_without_tokens()
+            return [request.finish_without_tokens()]
         slot = heapq.heappop(self.free_slots)
         request.slot = slot
         self.running[slot] = request
         request.cached_tokens = self._reuse_prefix(request, slot)
         logits = self._prefill(request, cache=self.cache.row_range(slot, slot + 1))
         self._keep_prefix(request, computed=request.prompt_len)
-        event = self._advance(request, logits)
-        if self.speculator is not None and not event.finished:
+        events = self._advance(request, logits)
+        if self.speculator is not None and not events[-1].finished:
             self.speculator.admitted(request)
-        return event
+        return events
 
     def _reuse_prefix(self, request: Request, slot: int) -> int:
         """Copy the longest cached start of the prompt into the slot's row (at least its last token is left
@@ -245,12 +277,14 @@ class Engine:
         rest = request.sequence[:, request.cached_tokens :]  # (1, T - cached)
         with use_adapters(self.model, [request.adapter_slot]):
             logits = self.model(rest, cache=cache, logits_to_keep=keep).logits  # (1, T - cached or 1, V)
+        request.fed = request.length
         if wants_prompt_logprobs:
             request.score_prompt(logits)
         return logits[:, -1].float()
 
-    def _advance(self, request: Request, logits: torch.Tensor) -> Event:
-        """Pick the request's next token from its logits (1, V); free its slot when it finishes.
+    def _advance(self, request: Request, logits: torch.Tensor) -> list[Event]:
+        """Pick the request's next token from its logits (1, V), then any tokens its grammar forces;
+        free its slot when it finishes.
 
         A request whose own options make sampling fail (NaN / inf probabilities) ends with an error
         completion; the other requests in the batch are not disturbed.
@@ -259,12 +293,19 @@ class Engine:
             token, logprob = request.next_token(logits)
         except RuntimeError as error:
             self._release(request)
-            return request.fail(f"sampling failed for this request's options: {error}")
-        return self.emit(request, token, logprob)
+            return [request.fail(f"sampling failed for this request's options: {error}")]
+        events = [request.append(token, logprob)]
+        if not events[-1].finished:
+            events += request.fast_forward()
+        if events[-1].finished:
+            self._release(request)
+        return events
 
     def emit(self, request: Request, token: int, logprob: Any = None) -> Event:
-        """Record the request's next token; free its slot when that finishes it."""
+        """Record one token of a speculative run (its predecessors are in the cache); free the slot when
+        that finishes the request."""
         event = request.append(token, logprob)
+        request.fed = request.length - 1  # the last token was never fed
         if event.finished:
             self._release(request)
         return event
@@ -273,7 +314,7 @@ class Engine:
         """Keep the request's KV blocks in the prefix cache and free its slot for the next one."""
         if self.speculator is not None:
             self.speculator.releasing(request, self.cache)
-        self._keep_prefix(request, computed=request.length - 1)  # the last token was never fed
+        self._keep_prefix(request, computed=request.fed)  # the last token(s) were never fed
         slot = request.slot
         del self.running[slot]
         self.cache.reset_rows([slot])
@@ -283,75 +324,6 @@ class Engine:
         request.slot = None
 
     # ---- conveniences ------------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Decode a short request alone, then two together: a compiled engine compiles both of its graphs
-        (one row; several rows) now rather than during the first real requests. Needs two free slots."""
-        params = SamplingParams(max_tokens=2, temperature=0)
-        self.generate([[0]], params)
-        if self.max_batch_size > 1:
-            self.generate([[0], [0, 0]], params)
-
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: SamplingParams | Sequence[SamplingParams] | None = None,
-        adapters: Sequence[str | None] | None = None,
-    ) -> list[Completion]:
-        """Complete every prompt (batched continuously); one SamplingParams for all, or one per prompt;
-        ``adapters``: one LoRA adapter name (or None) per prompt.
-
-        All requests are checked before any is queued. Events of requests added elsewhere that finish
-        meanwhile are not returned (drive :meth:`step` yourself to see them).
-        """
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            raise GenerationError("prompts must be a list of prompts (texts or token-id lists)")
-        per_prompt = _params_per_prompt(params, len(prompts))
-        adapters = [None] * len(prompts) if adapters is None else list(adapters)
-        if len(adapters) != len(prompts):
-            raise GenerationError(
-                f"got {len(adapters)} adapters for {len(prompts)} prompts", param="adapters"
-            )
-        requests = [self.make_request(*args) for args in zip(prompts, per_prompt, adapters, strict=True)]
-        self.waiting.extend(requests)
-        done: dict[int, Completion] = {}
-        wanted = {r.id for r in requests}
-        try:
-            while len(done) < len(requests):
-                done.update(
-                    {e.request_id: e.completion for e in self.step() if e.finished and e.request_id in wanted}
-                )
-        finally:
-            for request_id in wanted - set(done):
-                self.abort(request_id)
-        return [done[r.id] for r in requests]
-
-    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[str]:
-        """Text deltas of one request as they become final (checked now; generated while iterating)."""
-        return self._deltas(self.add_request(prompt, params))
-
-    def _deltas(self, request_id: int) -> Iterator[str]:
-        """Step the engine and yield ``request_id``'s non-empty deltas; abort it if the caller stops early."""
-        finished = False
-        try:
-            while not finished:
-                for event in self.step():
-                    if event.request_id == request_id:
-                        finished = event.finished
-                        if event.delta:
-                            yield event.delta
-        finally:
-            if not finished:
-                self.abort(request_id)
-
-
-def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list:
-    """One SamplingParams per prompt."""
-    if params is None or isinstance(params, SamplingParams):
-        return [params or SamplingParams()] * n
-    params = list(params)
-    if len(params) != n:
-        raise GenerationError(f"got {len(params)} SamplingParams for {n} prompts")
-    return params
 
 
 def _adapter_slot(model: torch.nn.Module, adapter: str | None) -> int:

@@ -8,7 +8,15 @@ from typing import Any
 
 from gptkit.checks import is_int
 from gptkit.errors import GenerationError
-from gptkit.generation.config import GenerationConfig, boolean, check_option, integer, optional
+from gptkit.generation.config import (
+    GenerationConfig,
+    boolean,
+    check_option,
+    check_single_constraint,
+    integer,
+    optional,
+)
+from gptkit.generation.constraints import CONSTRAINT_OPTIONS
 
 GREEDY_BELOW = 1e-5  # temperatures this small decode greedily (vLLM's rule): logits / 1e-300 overflow
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for completions
@@ -22,6 +30,9 @@ CONFIG_OPTIONS = {
     "seed": "seed",
     "stop": "stop_strings",
     "stop_token_ids": "eos_token_id",
+    "json_schema": "json_schema",
+    "regex": "regex",
+    "grammar": "grammar",
 }
 
 
@@ -47,11 +58,16 @@ class SamplingParams:
     logprobs: int | None = None  # per generated token: its log-probability and this many top alternatives
     prompt_logprobs: int | None = None  # the same for every prompt token but the first (OpenAI's echo)
     speculative: bool = True  # False: no drafts for this request when the engine speculates
+    json_schema: Any = None  # the output follows this JSON Schema (dict or JSON text) ...
+    regex: str | None = None  # ... or matches this regular expression ...
+    grammar: str | None = None  # ... or this Lark / GBNF grammar (at most one of the three)
+    fast_forward: bool = True  # constrained: append tokens the grammar forces without a forward pass each
 
     def __post_init__(self) -> None:
         """GenerationError naming the first invalid option, in the message and in ``param``."""
         boolean("ignore_eos", self.ignore_eos)
         boolean("speculative", self.speculative)
+        boolean("fast_forward", self.fast_forward)
         integer(0)("max_tokens", self.max_tokens)
         for ours, option in CONFIG_OPTIONS.items():
             check_option(option, getattr(self, ours), ours)
@@ -62,8 +78,14 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             _check_finite(name, getattr(self, name))
         _check_logit_bias(self.logit_bias)
+        check_single_constraint({name: getattr(self, name) for name in CONSTRAINT_OPTIONS})
         for name in ("logprobs", "prompt_logprobs"):
             optional(integer(0))(name, getattr(self, name))
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the output follows a json_schema, regex or grammar."""
+        return any(getattr(self, name) is not None for name in CONSTRAINT_OPTIONS)
 
     @property
     def stops(self) -> list[str]:

@@ -116,6 +116,9 @@ class Request:
         self.buffer = plan.input_ids.new_zeros((1, plan.max_length))  # (1, prompt + max_tokens)
         self.buffer[:, : self.prompt_len] = plan.input_ids
         self.length = self.prompt_len
+        self.fed = 0  # tokens of the sequence already fed to the KV cache (fast-forward leaves several out)
+        self.constraint = plan.constraint.rows[0] if plan.constraint is not None else None
+        self.grammar_complete = False  # the grammar admits no further token: the request ends with "stop"
         self.emitted = 0  # characters of text already handed out as deltas
         self.text = IncrementalText(tokenizer)  # the generated text, decoded a few tokens at a time
         self.hold_back = max((len(s) for s in params.stops), default=1) - 1  # a stop string may be starting
@@ -136,6 +139,11 @@ class Request:
     def last_token(self) -> int:
         return int(self.buffer[0, self.length - 1])
 
+    @property
+    def uncached(self) -> torch.Tensor:
+        """Tokens not yet in the KV cache (1, n): the last one, or it and the tokens forced after it."""
+        return self.buffer[:, self.fed : self.length]
+
     def score_prompt(self, logits: torch.Tensor) -> None:
         """Keep the prompt tokens' log-probabilities from the prefill's logits (1, T, V)."""
         ids = self.buffer[0, 1 : self.prompt_len]  # (T - 1,): each token scored by the logits before it
@@ -146,6 +154,8 @@ class Request:
         """Process this request's next-token logits (1, V) with its own processors and pick a token."""
         scores = apply_processors(self.processors, self.sequence, logits)
         token = int(choose_tokens(scores, self.plan.config.sampling, self.plan.generator)[0])
+        if self.constraint is not None and not bool(self.constraint.allowed()[token]):
+            raise RuntimeError("no token satisfies both the output's grammar and the other sampling options")
         if self.logprobs is None:
             return token, None
         return token, token_logprobs(logits, torch.tensor([token]), self.params.logprobs)[0]
@@ -157,14 +167,35 @@ class Request:
         self.text.add(token)
         if self.logprobs is not None:
             self.logprobs.append(logprob)
+        if self.constraint is not None:
+            self.plan.constraint.sync(self.sequence)  # the matcher takes the token (an allowed one)
+            self.grammar_complete = self.constraint.stopped
         n_generated = self.length - self.prompt_len
         done = bool(self.plan.stop(self.sequence)[0]) and n_generated >= self.params.min_tokens
+        done = done or self.grammar_complete
         if not done:
             return Event(self.id, token, self._partial_delta(), logprob=logprob)
         completion = self._completion()
         delta = completion.text[self.emitted :]
         self.emitted = len(completion.text)
         return Event(self.id, token, delta, completion, logprob)
+
+    def fast_forward(self) -> list[Event]:
+        """Append the tokens the grammar forces from here, without asking the model (they reach the KV
+        cache with the next forward pass), then start computing the next mask in the background."""
+        if self.constraint is None:
+            return []
+        events: list[Event] = []
+        if self.params.fast_forward and self.logprobs is None:  # forced tokens have no logprobs
+            vocab_size = self.constraint.vocab_size
+            for token in self.constraint.forced():
+                if token >= vocab_size:
+                    break
+                events.append(self.append(token))
+                if events[-1].finished:
+                    return events
+        self.constraint.prefetch()
+        return events
 
     def fail(self, message: str) -> Event:
         """End this request with an error (e.g. its sampling options gave NaN probabilities)."""
@@ -203,7 +234,8 @@ class Request:
         ended_by_id = ids[-1] in self.plan.config.eos_ids
         text = self.tokenizer.decode(ids[:-1] if ended_by_id else ids)
         cut = truncate_at_stop(text, self.params.stops)
-        reason: FinishReason = "stop" if ended_by_id or len(cut) < len(text) else "length"
+        stopped = ended_by_id or len(cut) < len(text) or self.grammar_complete
+        reason: FinishReason = "stop" if stopped else "length"
         return Completion(
             cut,
             ids,

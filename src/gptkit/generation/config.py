@@ -16,6 +16,7 @@ from typing import Any
 
 from gptkit.checks import is_int
 from gptkit.errors import ContextLengthError, GenerationError
+from gptkit.generation.constraints import CONSTRAINT_OPTIONS, check_constraint
 
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length=20 counts new tokens for decoder-only models
 
@@ -49,6 +50,9 @@ class GenerationConfig:
     prompt_lookup_num_tokens: int | None = None  # draft this many tokens per step by n-gram lookup
     max_matching_ngram_size: int | None = None  # the longest n-gram the lookup matches (None -> 2)
     num_assistant_tokens: int | None = None  # tokens per step from generate(assistant_model=...) (None -> 20)
+    json_schema: Any = None  # constrain the output: a JSON Schema (dict, JSON text or pydantic model class)
+    regex: str | None = None  # ... or a regular expression the whole output matches
+    grammar: str | None = None  # ... or a Lark (or GBNF) grammar; at most one of the three
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -218,6 +222,7 @@ RULES: dict[str, Rule] = {  # GenerationConfig option -> its rule
     "prompt_lookup_num_tokens": optional(integer(1)),
     "max_matching_ngram_size": optional(integer(1)),
     "num_assistant_tokens": optional(integer(1)),
+    **dict.fromkeys(CONSTRAINT_OPTIONS, check_constraint),
 }
 
 
@@ -232,6 +237,21 @@ def _validate(c: GenerationConfig) -> None:
     for option in RULES:
         check_option(option, getattr(c, option))
     _check_beam_counts(c)
+    constraint = check_single_constraint({name: getattr(c, name) for name in CONSTRAINT_OPTIONS})
+    if constraint and c.num_beams > 1:
+        raise GenerationError(
+            f"{constraint} does not work with beam search (num_beams > 1)", param=constraint
+        )
+
+
+def check_single_constraint(values: dict[str, Any]) -> str | None:
+    """The one constraint option set among ``values`` (None when none is); GenerationError for several."""
+    given = [name for name, value in values.items() if value is not None]
+    if len(given) > 1:
+        raise GenerationError(
+            f"give at most one of json_schema, regex and grammar, got {' and '.join(given)}", param=given[1]
+        )
+    return given[0] if given else None
 
 
 def _check_beam_counts(c: GenerationConfig) -> None:

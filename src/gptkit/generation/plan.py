@@ -9,6 +9,7 @@ import torch
 
 from gptkit.errors import GenerationError
 from gptkit.generation.config import GenerationConfig, resolve_max_length, with_model_defaults
+from gptkit.generation.constraints import GrammarMask, build_grammar_mask
 from gptkit.generation.processors import LogitsProcessor, build_processors
 from gptkit.generation.stopping import StopCriteria
 
@@ -35,6 +36,7 @@ class Plan:
     processors: list[LogitsProcessor]
     stop: StopCriteria
     generator: torch.Generator | None
+    constraint: GrammarMask | None = None  # json_schema / regex / grammar: also first in ``processors``
 
     @property
     def prompt_len(self) -> int:
@@ -64,6 +66,11 @@ def make_plan(
         pad_lengths = pad_lengths.repeat_interleave(config.num_beams)
     keep = 1 if config.num_beams == 1 else max(len(config.eos_ids), 1) + 1
     processors = build_processors(config, input_ids.shape[1], pad_lengths, min_tokens_to_keep=keep)
+    constraint = build_grammar_mask(
+        config, tokenizer, model.config.vocab_size, list(model.config.eos_token_ids), *input_ids.shape
+    )
+    if constraint is not None:
+        processors.insert(0, constraint)
     stop = StopCriteria(
         prompt_len=input_ids.shape[1],
         max_length=max_length,
@@ -71,9 +78,8 @@ def make_plan(
         stop_strings=config.stops,
         tokenizer=tokenizer,
     )
-    return Plan(
-        model, config, input_ids, attention_mask, max_length, processors, stop, _rng(config, generator)
-    )
+    rng = _rng(config, generator)
+    return Plan(model, config, input_ids, attention_mask, max_length, processors, stop, rng, constraint)
 
 
 def _as_batch(input_ids: Any, attention_mask: Any, model: torch.nn.Module) -> tuple[torch.Tensor, Any]:

@@ -13,6 +13,7 @@ from gptkit.engine import SamplingParams
 from gptkit.errors import GPTKitError
 from gptkit.serve.errors import APIError, from_library_error
 from gptkit.serve.schemas import ChatCompletionRequest, CompletionRequest, SamplingOptions
+from gptkit.serve.structured import OutputConstraint, output_constraint
 
 INT64 = 2**63
 PROMPT = "prompt"  # the param of library errors about the prompt (or None)
@@ -68,20 +69,31 @@ def completion_params(body: CompletionRequest, max_tokens: int) -> RequestParams
     """A completions request's params (``echo`` with ``logprobs`` scores the prompt too)."""
     prompt_logprobs = body.logprobs if body.echo else None
     extra = {"logprobs": body.logprobs, "prompt_logprobs": prompt_logprobs}
-    return _request_params(body, COMPLETION_FIELDS, max_tokens, extra)
+    return _request_params(body, COMPLETION_FIELDS, max_tokens, extra, output_constraint(body))
 
 
-def chat_params(body: ChatCompletionRequest, max_tokens: int) -> RequestParams:
-    """A chat request's params (``max_tokens``: max_completion_tokens, max_tokens or the default)."""
+def chat_params(
+    body: ChatCompletionRequest, max_tokens: int, tool_constraint: OutputConstraint | None = None
+) -> RequestParams:
+    """A chat request's params (``max_tokens``: max_completion_tokens, max_tokens or the default); the
+    output follows ``tool_constraint`` when the tools set one, else the request's own constraint."""
     token_field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     fields = {**CHAT_FIELDS, "max_tokens": token_field}
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    return _request_params(body, fields, max_tokens, {"logprobs": logprobs})
+    constraint = tool_constraint or output_constraint(body)
+    return _request_params(body, fields, max_tokens, {"logprobs": logprobs}, constraint)
 
 
 def _request_params(
-    body: SamplingOptions, fields: Mapping[str, str], max_tokens: int, extra: dict[str, Any]
+    body: SamplingOptions,
+    fields: Mapping[str, str],
+    max_tokens: int,
+    extra: dict[str, Any],
+    constraint: OutputConstraint | None,
 ) -> RequestParams:
+    if constraint is not None:
+        extra = {**extra, **constraint.sampling}
+        fields = {**fields, constraint.option: constraint.field}
     options = {name: getattr(body, name) for name in PASSED_AS_IS if getattr(body, name) is not None}
     if body.top_k is not None:
         options["top_k"] = max(body.top_k, 0)  # vLLM's -1 means off, as 0 does here

@@ -9,6 +9,7 @@ import jinja2
 
 from gptkit.errors import TokenizerError
 from gptkit.serve.errors import invalid
+from gptkit.serve.tools import ToolContext, chat_inputs
 
 
 def encode_text(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -27,18 +28,14 @@ def completion_prompts(tokenizer: Any, prompt: Any) -> list[list[int]]:
     return [list(p) for p in prompt]
 
 
-def render_chat(tokenizer: Any, messages: Sequence[Any], add_generation_prompt: bool) -> list[int]:
-    """Prompt ids of chat messages through the tokenizer's chat template."""
-    dicts = [_message_dict(m) for m in messages]
+def render_chat(
+    tokenizer: Any, messages: Sequence[Any], add_generation_prompt: bool, tools: ToolContext | None = None
+) -> list[int]:
+    """Prompt ids of chat messages (and the tools offered) through the tokenizer's chat template."""
+    dicts, tools_variable = chat_inputs(tokenizer, list(messages), tools)
     try:
-        return tokenizer.apply_chat_template(dicts, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            dicts, add_generation_prompt=add_generation_prompt, tools=tools_variable
+        )
     except (TokenizerError, jinja2.TemplateError) as error:
         raise invalid("messages", f"the chat template cannot render these messages: {error}") from None
-
-
-def _message_dict(message: Any) -> dict[str, str]:
-    role = "system" if message.role == "developer" else message.role
-    out = {"role": role, "content": message.text()}
-    if message.name:
-        out["name"] = message.name
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from gptkit.checks import is_int
 
@@ -39,6 +39,38 @@ class StreamOptions(_Body):
     include_usage: Bool = False
 
 
+class JSONSchemaFormat(_Body):
+    """OpenAI's ``response_format.json_schema``."""
+
+    name: str = Field(default="response", max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: Bool | None = None
+
+
+class ResponseFormat(_Body):
+    """OpenAI's ``response_format``: text, any JSON object, or JSON following a schema."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object with the schema")
+        return self
+
+
+class StructuredOutputs(_Body):
+    """vLLM's ``structured_outputs``: one of json (a schema), regex, grammar, choice, json_object."""
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    regex: Text | None = None
+    grammar: Text | None = None
+    choice: list[Text] | None = Field(default=None, min_length=1)
+    json_object: Bool | None = None
+
+
 class SamplingOptions(_Body):
     """Options shared by completions and chat completions (vLLM's extras included)."""
 
@@ -61,6 +93,13 @@ class SamplingOptions(_Body):
     ignore_eos: Bool | None = None
     stop_token_ids: list[Int] | None = None
     speculative: Bool = True  # gptkit's: false opts this request out of the server's speculative decoding
+    # output constraints: OpenAI's response_format, vLLM's structured_outputs and guided_* fields
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: Text | None = None
+    guided_grammar: Text | None = None
+    guided_choice: list[Text] | None = Field(default=None, min_length=1)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -113,6 +152,43 @@ class CompletionRequest(SamplingOptions):
         raise ValueError("must be a string, a list of strings, a list of token ids or a list of such lists")
 
 
+class FunctionCall(_Body):
+    name: Text
+    arguments: Text = "{}"  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Body):
+    """A call in an assistant message of the conversation so far."""
+
+    id: Text = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(_Body):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema; None: no parameters
+    strict: Bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ContentPart(_Body):
     type: str
     text: Text | None = None
@@ -122,6 +198,8 @@ class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: Text | None = None  # a tool message: the call it answers
 
     @field_validator("content")
     @classmethod
@@ -141,10 +219,6 @@ class ChatMessage(_Body):
         return "".join(part.text or "" for part in self.content)
 
 
-class ResponseFormat(_Body):
-    type: Literal["text", "json_object", "json_schema"] = "text"
-
-
 class ChatCompletionRequest(SamplingOptions):
     """POST /v1/chat/completions."""
 
@@ -153,8 +227,10 @@ class ChatCompletionRequest(SamplingOptions):
     max_completion_tokens: Int | None = Field(default=None, ge=1)
     logprobs: Bool = False
     top_logprobs: Int | None = Field(default=None, le=MAX_LOGPROBS)
-    response_format: ResponseFormat | None = None
     add_generation_prompt: Bool = True  # vLLM's extra
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None  # default: "auto" with tools, "none" without
+    parallel_tool_calls: Bool = True
 
 
 class TokenizeRequest(_Body):

@@ -69,7 +69,7 @@ def load_app(
     """Load a model and its tokenizer by registry name or path and build the app as ``config`` says
     (its ``model_name`` defaults to ``model_name_or_path``; ``speculative="draft:MODEL"`` loads that
     draft model the same way, checking that its tokenizer is the model's). ``lora``: adapter name ->
-    directory, each served under its name (AdapterError, before anything listens, when one does not fit).
+    directory, each served under its name (AdapterError, before anything listens, when one does not fit)."""
     from gptkit.loader import load
     from gptkit.weights.adapters import load_adapter
 
@@ -105,8 +105,8 @@ def run(
     quantize: str | None = None,
     lora: Mapping[str, str | Path] | None = None,
 ) -> None:
-    """Load the model (and its LoRA adapters) and serve it in the foreground on ``config.host:config.port`` until interrupted; once
-    it listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
+    """Load the model (and its LoRA adapters) and serve it on ``config.host:config.port`` until interrupted;
+    once it listens, one line names the model, the API and web chat URLs and whether an API key is needed."""
     from gptkit.serve.startup import AnnouncingServer, base_url, startup_line
 
     config = config or ServeConfig()

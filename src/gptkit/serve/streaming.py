@@ -14,6 +14,7 @@ from gptkit.serve.driver import RequestStream
 from gptkit.serve.errors import APIError
 from gptkit.serve.schemas import ChatCompletionRequest, CompletionRequest
 from gptkit.serve.state import ServerState
+from gptkit.serve.tools import ToolCallParser, ToolContext
 
 ChunkWriter = Callable[..., str]
 
@@ -78,11 +79,17 @@ async def completion_chunks(
 
 
 async def chat_chunks(
-    state: ServerState, body: ChatCompletionRequest, choices: list[Choice], stream: RequestStream
+    state: ServerState,
+    body: ChatCompletionRequest,
+    choices: list[Choice],
+    stream: RequestStream,
+    tool_ctx: ToolContext | None = None,
 ) -> AsyncIterator[str]:
-    """SSE chunks of a streamed chat completion: the role first, content deltas, the finish, [DONE]."""
+    """SSE chunks of a streamed chat completion: the role first, content (or tool-call) deltas, the
+    finish, [DONE]. With tools offered, each choice's text goes through a :class:`ToolCallParser`."""
     chunk = chunk_writer(state, fmt.CHAT_CHUNK, "chatcmpl", body.include_usage)
     by_id = {c.request.id: c for c in choices}
+    parsers = {c.index: ToolCallParser(tool_ctx) for c in choices} if tool_ctx is not None else {}
     for c in choices:
         yield chunk([fmt.chat_chunk_choice(c.index, {"role": "assistant", "content": ""})])
     completions: dict[int, Completion] = {}
@@ -97,12 +104,26 @@ async def chat_chunks(
                 "content": fmt.chat_logprob_content(state.token_text, [event.logprob]),
                 "refusal": None,
             }
-        if event.delta or logprobs:
-            yield chunk([fmt.chat_chunk_choice(index, {"content": event.delta}, logprobs)])
+        parser = parsers.get(index)
+        deltas = _chat_deltas(parser, event.delta, event.completion is not None)
+        if logprobs and not deltas:
+            deltas = [{}]
+        for i, delta in enumerate(deltas):
+            yield chunk([fmt.chat_chunk_choice(index, delta, logprobs if i == 0 else None)])
         if event.completion is not None:
             completions[event.request_id] = event.completion
-            yield chunk([fmt.chat_chunk_choice(index, {}, None, event.completion.finish_reason)])
+            reason = event.completion.finish_reason
+            if parser is not None and parser.calls and reason == "stop":
+                reason = "tool_calls"
+            yield chunk([fmt.chat_chunk_choice(index, {}, None, reason)])
     else:
         if body.include_usage:
             yield chunk([], usage(choices, completions))
     yield fmt.SSE_DONE
+
+
+def _chat_deltas(parser: ToolCallParser | None, text: str, last: bool) -> list[dict]:
+    """The delta objects for an event's new text: content as it is, or what the tool-call parser makes."""
+    if parser is None:
+        return [{"content": text}] if text else []
+    return parser.feed(text) + (parser.finish() if last else [])

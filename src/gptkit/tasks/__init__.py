@@ -1,5 +1,5 @@
 """Applications on one prompt/score mechanism: text generation, translation, summarization,
-question answering and sentiment analysis, with transformers' ``pipeline`` conventions."""
+question answering, sentiment analysis and extraction to a JSON Schema, with transformers' ``pipeline`` conventions."""
 
 from gptkit._lazy import lazy_getattr
 
@@ -7,6 +7,7 @@ _EXPORTS = {
     "Pipeline": "gptkit.tasks.base",
     "TaskError": "gptkit.tasks.base",
     "TextClassificationPipeline": "gptkit.tasks.classification",
+    "ExtractionPipeline": "gptkit.tasks.extraction",
     "ALIASES": "gptkit.tasks.factory",
     "TASKS": "gptkit.tasks.factory",
     "pipeline": "gptkit.tasks.factory",

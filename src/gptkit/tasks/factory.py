@@ -9,6 +9,7 @@ from typing import Any
 from gptkit.registry import DEFAULT_MODEL
 from gptkit.tasks.base import Pipeline, TaskError
 from gptkit.tasks.classification import TextClassificationPipeline
+from gptkit.tasks.extraction import ExtractionPipeline
 from gptkit.tasks.question_answering import QuestionAnsweringPipeline
 from gptkit.tasks.summarization import SummarizationPipeline
 from gptkit.tasks.text_generation import TextGenerationPipeline
@@ -20,6 +21,7 @@ TASKS: dict[str, type[Pipeline]] = {
     "summarization": SummarizationPipeline,
     "question-answering": QuestionAnsweringPipeline,
     "sentiment-analysis": TextClassificationPipeline,
+    "extraction": ExtractionPipeline,
 }
 ALIASES = {"text-classification": "sentiment-analysis"}
 MODEL_CACHE_SIZE = 2  # loaded (model, tokenizer) pairs kept for later pipeline() calls, least recent dropped

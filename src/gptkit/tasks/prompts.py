@@ -76,6 +76,14 @@ CLOSED_BOOK_QA = PromptTemplate(
     shots=({"question": "What is the largest planet of the solar system?", "answer": "Jupiter"},),
 )
 
+EXTRACTION = PromptTemplate(
+    user="Extract the information from the text below as JSON that follows this JSON Schema:\n{schema}\n\n"
+    "Text: {text}",
+    instruction="Extract the information from each text as JSON that follows this JSON Schema: {schema}",
+    query="Text: {text}\nJSON:",
+    stop=(),
+)
+
 TEMPLATES: dict[str, PromptTemplate] = {
     "text-generation": TEXT_GENERATION,
     "sentiment-analysis": SENTIMENT,
@@ -83,6 +91,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "summarization": SUMMARIZATION,
     "question-answering": QUESTION_ANSWERING,
     "closed-book-qa": CLOSED_BOOK_QA,
+    "extraction": EXTRACTION,
 }
 
 # Few-shot translation examples for base models: the same sentence in several languages.

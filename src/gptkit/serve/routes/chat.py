@@ -1,11 +1,13 @@
-"""POST /v1/chat/completions: messages through the model's chat template, streaming, logprobs."""
+"""POST /v1/chat/completions: messages through the model's chat template, streaming, logprobs, tools."""
 
 from __future__ import annotations
+
+import functools
 
 from fastapi import APIRouter, Request
 
 from gptkit.engine import Completion
-from gptkit.serve import caps
+from gptkit.serve import caps, tools
 from gptkit.serve import openai_format as fmt
 from gptkit.serve.dispatch import Choice, make_choices
 from gptkit.serve.errors import invalid
@@ -27,19 +29,21 @@ async def create_chat_completion(
     check_model(state, body.model)
     if body.top_logprobs is not None and not body.logprobs:
         raise invalid("top_logprobs", "top_logprobs needs logprobs to be true")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise invalid("response_format", f"response_format {body.response_format.type!r} is not supported")
     caps.check_token_caps(state.limits, body)
-    prompt_ids = render_chat(state.tokenizer, body.messages, body.add_generation_prompt)
+    tool_ctx = tools.tool_context(body)
+    prompt_ids = render_chat(state.tokenizer, body.messages, body.add_generation_prompt, tool_ctx)
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is None:
         max_tokens = _default_max_tokens(state, len(prompt_ids))
-    choices = make_choices(state, body, [prompt_ids], chat_params(body, max_tokens))
+    params = chat_params(body, max_tokens, tools.tool_constraint(tool_ctx, body))
+    choices = make_choices(state, body, [prompt_ids], params)
 
     def choice(c: Choice, completion: Completion) -> dict:
-        return fmt.chat_choice(c.index, completion, state.token_text, body.logprobs)
+        made = fmt.chat_choice(c.index, completion, state.token_text, body.logprobs)
+        return tools.with_tool_calls(made, tool_ctx)
 
-    return await respond(state, body, choices, http_request, chat_chunks, (fmt.CHAT, "chatcmpl"), choice)
+    chunks = functools.partial(chat_chunks, tool_ctx=tool_ctx)
+    return await respond(state, body, choices, http_request, chunks, (fmt.CHAT, "chatcmpl"), choice)
 
 
 def _default_max_tokens(state: ServerState, prompt_len: int) -> int:
