@@ -24,6 +24,10 @@ COMPILE_HELP = (
     "torch.compile the decode step: about a minute and a half to start the first time (seconds once "
     "cached), then ~2x faster decoding; decodes eagerly if compiling fails"
 )
+PREFIX_CACHE_HELP = (
+    "MiB of KV cache blocks kept so that prompts starting like earlier ones (chat history, few-shot "
+    "examples) skip prefilling that start; 0 turns it off (default 512)"
+)
 DTYPE_HELP = (
     "float32 (with --quantize none or alone: the exact reference path) or bfloat16; default: a quantized "
     "GGUF runs its blocks on the native kernels, other models bf16 where the CPU has it (float16 is refused)"
@@ -78,6 +82,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """argparse type: a number in (0, 1]."""
     value = positive_float(text)
@@ -121,6 +136,11 @@ def add_model_options(
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help=QUANTIZE_HELP)
     if compile:
         parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+
+
+def add_prefix_cache_option(parser: argparse.ArgumentParser) -> None:
+    """``--prefix-cache-mb`` for a command that runs an engine (None when not given: the engine's default)."""
+    parser.add_argument("--prefix-cache-mb", type=non_negative_float, default=None, help=PREFIX_CACHE_HELP)
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:

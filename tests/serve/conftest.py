@@ -95,9 +95,10 @@ def eventually() -> Callable[..., bool]:
 
 @pytest.fixture(scope="session")
 def reference_engine(bundled_model_and_tokenizer) -> Engine:
-    """A separate Engine on the same model: what a request gives when run alone (one slot)."""
+    """A separate Engine on the same model: what a request gives when run alone (one slot, and no prefix
+    cache: the server's, on by default, must not change a thing)."""
     model, tokenizer = bundled_model_and_tokenizer
-    return Engine(model, tokenizer, max_batch_size=1)
+    return Engine(model, tokenizer, max_batch_size=1, prefix_cache_mb=0)
 
 
 @pytest.fixture(scope="session")

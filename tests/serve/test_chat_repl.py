@@ -110,6 +110,20 @@ def test_a_stopped_answer_is_aborted_in_the_engine_and_kept_as_far_as_shown(engi
     assert session.history[-1] == assistant(text)
 
 
+def test_a_later_turn_takes_the_earlier_turns_from_the_prefix_cache(engine):
+    session = ChatSession(engine, GREEDY, system="Answer in one short sentence.")
+    first = session.prompt_ids("Name a planet.")
+    session.reply("Name a planet.", lambda delta: None, threading.Event())
+    cached_before = engine.prefix_cache.stats().cached_tokens
+    second = session.prompt_ids("And a star?")
+    session.reply("And a star?", lambda delta: None, threading.Event())
+    reused = engine.prefix_cache.stats().cached_tokens - cached_before
+    shared = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), len(first))
+    assert shared >= len(first) - 1  # turn 2 starts with turn 1's prompt
+    assert reused >= shared // 16 * 16 > 0  # at least those blocks were not prefilled again
+    assert reused < len(second)
+
+
 def test_ctrl_c_sets_the_flag_instead_of_raising_and_the_handler_is_restored():
     before = signal.getsignal(signal.SIGINT)
     with ctrl_c_sets_flag() as stop:
@@ -199,9 +213,16 @@ def test_the_repl_streams_greedy_answers_with_history_and_reset(engine):
 def test_bad_arguments_exit_non_zero_with_one_line_before_the_model_loads(capsys):
     assert main(["chat", "--temperature", "-1"]) == 2  # usage errors (exit status 2)
     assert main(["chat", "--max-tokens", "0"]) == 2
+    assert main(["chat", "--prefix-cache-mb", "-1"]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2 and all(line.startswith("gptkit chat: error: ") for line in lines)
-    assert "temperature" in lines[0] and "--max-tokens" in lines[1]
+    assert len(lines) == 3 and all(line.startswith("gptkit chat: error: ") for line in lines)
+    assert "temperature" in lines[0] and "--max-tokens" in lines[1] and "--prefix-cache-mb" in lines[2]
+
+
+def test_a_prefix_cache_budget_below_one_block_is_refused_at_start(capsys):
+    assert main(["chat", "--prefix-cache-mb", "0.01"]) == 1  # a block of the bundled model: 0.7 MiB
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("gptkit chat: error: prefix_cache_mb=0.01 MiB is smaller than one cache block")
 
 
 def test_a_message_cannot_forge_a_system_turn(engine):

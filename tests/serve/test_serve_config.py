@@ -23,12 +23,12 @@ def test_every_serve_option_reaches_the_config(monkeypatch):
         ["serve", "m", "--served-model-name", "name", "--api-key", "k", "--max-batch-size", "2",
          "--max-seq-len", "128", "--max-queue", "3", "--timeout", "5", "--read-timeout", "2", "--max-n", "4",
          "--max-choices", "8", "--max-tokens", "9", "--compile", "--host", "0.0.0.0", "--port", "9",
-         "--log-level", "debug"]
+         "--log-level", "debug", "--prefix-cache-mb", "64"]
     )  # fmt: skip
     expected = ServeConfig(
         model_name="name", api_key="k", max_batch_size=2, max_seq_len=128, max_queue=3, timeout_s=5.0,
         limits=Limits(max_n=4, max_tokens=9, max_choices=8, read_timeout_s=2.0), compile=True,
-        host="0.0.0.0", port=9, log_level="debug",
+        host="0.0.0.0", port=9, log_level="debug", prefix_cache_mb=64.0,
     )  # fmt: skip
     assert serve_config(args) == expected
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -3,8 +3,11 @@
 Requests wait in a queue and take a free slot between decode steps: the new prompt is prefilled in its
 own forward pass on that slot's row only (``KVCache.row_range``), then every step decodes one token for
 all occupied slots at once, each request with its own processors, random generator and stop rules.
-A finished request frees its slot (``reset_rows``) for the next one. Not thread-safe: drive one engine
-from one thread (a server runs :meth:`Engine.step` in a loop).
+A finished request frees its slot (``reset_rows``) for the next one. With the prefix cache on (the default,
+``prefix_cache_mb``), a prefilled or finished request's KV blocks are kept in a pool and a new request
+copies the longest cached start of its prompt into its row and prefills only the rest
+(:mod:`gptkit.engine.prefix_cache`). Not thread-safe: drive one engine from one thread (a server runs
+:meth:`Engine.step` in a loop).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from gptkit.checks import is_int
 from gptkit.engine.compiled import DecodeStep
 from gptkit.engine.params import SamplingParams
+from gptkit.engine.prefix_cache import DEFAULT_PREFIX_CACHE_MB, PrefixCache, model_namespace
 from gptkit.engine.request import Completion, Event, Request
 from gptkit.errors import ContextLengthError, GenerationError
 from gptkit.generation.plan import make_plan
@@ -30,7 +34,11 @@ Prompt = str | Sequence[int]
 
 
 class Engine:
-    """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens."""
+    """Serve many generation requests at once from ``max_batch_size`` slots of ``max_seq_len`` tokens.
+
+    ``prefix_cache_mb`` MiB (None: ``DEFAULT_PREFIX_CACHE_MB``, 0: off) keep the KV of earlier requests'
+    full 16-token blocks for prompts that start the same way; a budget below one block raises ConfigError.
+    """
 
     def __init__(
         self,
@@ -40,6 +48,7 @@ class Engine:
         max_seq_len: int | None = None,
         *,
         compile: bool = False,
+        prefix_cache_mb: float | None = None,
     ) -> None:
         context = model.config.context_length
         max_seq_len = min(context, DEFAULT_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
@@ -56,6 +65,8 @@ class Engine:
         self.max_seq_len = max_seq_len
         self.cache = model.new_cache(max_batch_size, max_seq_len)  # per layer (slots, n_kv_head, S, head_dim)
         self.decode = DecodeStep(model, compile)
+        self.prefix_cache = _prefix_cache(self.cache, prefix_cache_mb)
+        self.namespace = model_namespace(model)  # cached KV is reused only by this model (and adapter)
         self.waiting: deque[Request] = deque()
         self.running: dict[int, Request] = {}  # slot -> request
         self.free_slots = list(range(max_batch_size))  # a heap: the lowest free slot is taken first
@@ -172,14 +183,36 @@ class Engine:
         slot = heapq.heappop(self.free_slots)
         request.slot = slot
         self.running[slot] = request
+        request.cached_tokens = self._reuse_prefix(request, slot)
         logits = self._prefill(request, cache=self.cache.row_range(slot, slot + 1))
+        self._keep_prefix(request, computed=request.prompt_len)
         return self._advance(request, logits)
 
+    def _reuse_prefix(self, request: Request, slot: int) -> int:
+        """Copy the longest cached start of the prompt into the slot's row (at least its last token is left
+        to prefill: its logits are needed); returns how many tokens were reused."""
+        if self.prefix_cache is None or request.params.prompt_logprobs is not None:
+            return 0  # prompt logprobs need every prompt position's logits
+        prompt = request.sequence[0].tolist()
+        chain = self.prefix_cache.lookup(self.namespace, prompt, limit=len(prompt) - 1)
+        return self.prefix_cache.load(chain, self.cache, slot)
+
+    def _keep_prefix(self, request: Request, computed: int) -> None:
+        """Store the full blocks of the request's row in the prefix cache if the row holds the KV of exactly
+        its first ``computed`` tokens (a step that failed half-way leaves another count: nothing is kept)."""
+        if self.prefix_cache is None or request.slot is None:
+            return
+        if int(self.cache.next_column[request.slot]) == computed:
+            tokens = request.sequence[0, :computed].tolist()
+            self.prefix_cache.store(self.namespace, tokens, self.cache, request.slot)
+
     def _prefill(self, request: Request, cache: Any) -> torch.Tensor:
-        """Run the prompt (on a cache row, or none); keeps prompt logprobs when asked; last logits (1, V)."""
+        """Run the prompt (on a cache row, or none) after its reused tokens; keeps prompt logprobs when
+        asked; last logits (1, V)."""
         wants_prompt_logprobs = request.params.prompt_logprobs is not None
         keep = 0 if wants_prompt_logprobs else 1  # 0 keeps every position
-        logits = self.model(request.sequence, cache=cache, logits_to_keep=keep).logits  # (1, T or 1, V)
+        rest = request.sequence[:, request.cached_tokens :]  # (1, T - cached)
+        logits = self.model(rest, cache=cache, logits_to_keep=keep).logits  # (1, T - cached or 1, V)
         if wants_prompt_logprobs:
             request.score_prompt(logits)
         return logits[:, -1].float()
@@ -201,7 +234,8 @@ class Engine:
         return event
 
     def _release(self, request: Request) -> None:
-        """Free the request's slot for the next one."""
+        """Keep the request's KV blocks in the prefix cache and free its slot for the next one."""
+        self._keep_prefix(request, computed=request.length - 1)  # the last token was never fed
         slot = request.slot
         del self.running[slot]
         self.cache.reset_rows([slot])
@@ -269,6 +303,13 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
     if len(params) != n:
         raise GenerationError(f"got {len(params)} SamplingParams for {n} prompts")
     return params
+
+
+def _prefix_cache(cache: Any, budget_mb: float | None) -> PrefixCache | None:
+    """The engine's prefix cache over its slot cache's layout (None: the default budget), or None for 0."""
+    if budget_mb == 0 and not isinstance(budget_mb, bool):
+        return None
+    return PrefixCache(cache, DEFAULT_PREFIX_CACHE_MB if budget_mb is None else budget_mb)
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -60,6 +60,7 @@ class Completion:
     logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
     prompt_logprobs: list[TokenLogprob | None] | None = None  # per prompt token, None for the first
     error: str | None = None  # why the request failed (finish_reason "error"); other requests go on
+    cached_tokens: int = 0  # prompt tokens reused from the prefix cache, not prefilled (of prompt_tokens)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Request:
         self.plan = plan
         self.tokenizer = tokenizer
         self.slot: int | None = None
+        self.cached_tokens = 0  # prompt tokens whose KV came from the prefix cache
         self.prompt_len = plan.prompt_len
         self.buffer = plan.input_ids.new_zeros((1, plan.max_length))  # (1, prompt + max_tokens)
         self.buffer[:, : self.prompt_len] = plan.input_ids
@@ -174,6 +176,7 @@ class Request:
             self.logprobs,
             self.prompt_logprobs,
             message,
+            self.cached_tokens,
         )
         return Event(self.id, None, "", completion)
 
@@ -199,7 +202,16 @@ class Request:
         text = self.tokenizer.decode(ids[:-1] if ended_by_id else ids)
         cut = truncate_at_stop(text, self.params.stops)
         reason: FinishReason = "stop" if ended_by_id or len(cut) < len(text) else "length"
-        return Completion(cut, ids, reason, self.prompt_len, len(ids), self.logprobs, self.prompt_logprobs)
+        return Completion(
+            cut,
+            ids,
+            reason,
+            self.prompt_len,
+            len(ids),
+            self.logprobs,
+            self.prompt_logprobs,
+            cached_tokens=self.cached_tokens,
+        )
 
 
 def _openai_processors(params: SamplingParams, prompt_len: int) -> list[LogitsProcessor]:

@@ -46,6 +46,14 @@ class KVCache:
         self.next_position[rows] = 0
         self.next_column[rows] = 0
 
+    def adopt_prefix(self, row: int, length: int) -> None:
+        """Mark columns [0, length) of the empty ``row`` as real tokens at positions 0..length-1, their
+        keys and values having been copied in (a reused prompt prefix); new tokens go after them."""
+        self.valid[row, :length] = True
+        self.positions[row, :length] = torch.arange(length, device=self.positions.device)
+        self.next_position[row] = length
+        self.next_column[row] = length
+
     def row_range(self, start: int, stop: int) -> KVCache:
         """A cache over rows [start, stop) that shares this one's storage: writes land here, other rows
         stay untouched (an engine prefills one slot, or decodes the occupied slots, through it)."""

@@ -36,11 +36,18 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig | None = None, **
     config = (config or ServeConfig()).replace(**settings)
     if config.model_name is None:
         raise ConfigError("create_app needs a model_name: the name clients use for the served model")
-    engine = Engine(model, tokenizer, config.max_batch_size, config.max_seq_len, compile=config.compile)
+    engine = Engine(
+        model,
+        tokenizer,
+        config.max_batch_size,
+        config.max_seq_len,
+        compile=config.compile,
+        prefix_cache_mb=config.prefix_cache_mb,
+    )
     if config.compile:
         engine.warm_up()
     driver = AsyncEngine(engine, config.max_queue)
-    metrics = ServerMetrics(lambda: driver.num_waiting, lambda: driver.num_running)
+    metrics = ServerMetrics(lambda: driver.num_waiting, lambda: driver.num_running, engine.prefix_cache)
     state = ServerState(driver, tokenizer, config, metrics)
 
     @asynccontextmanager

@@ -2,7 +2,8 @@
 
 The conversation (system prompt + user/assistant exchanges) is rendered with the tokenizer's chat template
 for every turn; the oldest exchanges are dropped when the prompt plus ``max_tokens`` would not fit the
-engine's context. Ctrl-C during an answer stops that answer only; Ctrl-D or ``/exit`` quits.
+engine's context. Each turn's prompt starts with the previous one and its answer, so the engine's prefix
+cache (``--prefix-cache-mb``) supplies their keys and values and only the new message is prefilled. Ctrl-C during an answer stops that answer only; Ctrl-D or ``/exit`` quits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gptkit.errors import ContextLengthError, GPTKitError
-from gptkit.options import UsageError, add_model_options, load_options, positive_int
+from gptkit.options import UsageError, add_model_options, add_prefix_cache_option, load_options, positive_int
 
 PROMPT = ">>> "
 DEFAULT_TEMPERATURE = 0.7  # chat samples by default; --temperature 0 is greedy
@@ -186,7 +187,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     params = _sampling_params(args)
     model, tokenizer = load(args.model, needs_chat_template=True, **load_options(args))
-    engine = Engine(model, tokenizer, max_batch_size=1, compile=args.compile)
+    engine = Engine(
+        model, tokenizer, max_batch_size=1, compile=args.compile, prefix_cache_mb=args.prefix_cache_mb
+    )
     if args.compile:
         print("compiling the decode step...", file=sys.stderr, flush=True)
         engine.warm_up()
@@ -205,6 +208,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `chat` subcommand."""
     p = subparsers.add_parser("chat", help=cmd_chat.__doc__, description=cmd_chat.__doc__)
     add_model_options(p, positional=True, compile=True)
+    add_prefix_cache_option(p)
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
     p.add_argument(
         "--max-tokens",

@@ -8,7 +8,13 @@ import os
 from pathlib import Path
 
 from gptkit.errors import GPTKitError
-from gptkit.options import add_model_options, port_number, positive_float, positive_int
+from gptkit.options import (
+    add_model_options,
+    add_prefix_cache_option,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from gptkit.serve.config import ROUTINGS, Limits, RayOptions, ServeConfig  # dataclasses: --help stays instant
 
 API_KEY_ENV = "GPTKIT_API_KEY"
@@ -25,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "continuously on one model.",
     )
     add_model_options(p, positional=True, compile=True)
+    add_prefix_cache_option(p)
     _add_access_options(p, defaults)
     _add_capacity_options(p, defaults)
     _add_ray_options(p)
@@ -173,6 +180,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         timeout_s=args.timeout,
         limits=limits,
         compile=args.compile,
+        prefix_cache_mb=args.prefix_cache_mb,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -35,6 +35,7 @@ class ServeConfig:
     timeout_s: float = 600.0  # one API call's generation time at most, else 408 (--timeout)
     limits: Limits = field(default_factory=Limits)
     compile: bool = False  # torch.compile the decode step, compiled at startup
+    prefix_cache_mb: float | None = None  # KV blocks kept for reuse (--prefix-cache-mb); None: 512, 0: off
     host: str = "127.0.0.1"  # where run() listens
     port: int = 8000
     log_level: str = "info"  # uvicorn's

@@ -51,11 +51,19 @@ def make_choices(
     return choices
 
 
-def usage(choices: list[Choice], completions: dict[int, Completion]) -> dict[str, int]:
-    """Prompt tokens once per prompt, completion tokens of every choice."""
+def usage(choices: list[Choice], completions: dict[int, Completion]) -> dict[str, Any]:
+    """Prompt tokens once per prompt, completion tokens of every choice; a prompt's cached tokens are the
+    fewest any of its choices took from the prefix cache (the ``n`` choices of one prompt share its
+    prefill: the first computes it, the others reuse it)."""
     prompt_lengths = {c.prompt_index: len(c.prompt_ids) for c in choices}
+    cached: dict[int, int] = {}
+    for choice in choices:
+        completion = completions.get(choice.request.id)
+        if completion is not None:
+            previous = cached.get(choice.prompt_index, completion.cached_tokens)
+            cached[choice.prompt_index] = min(previous, completion.cached_tokens)
     completion_tokens = sum(c.completion_tokens for c in completions.values())
-    return fmt.usage(sum(prompt_lengths.values()), completion_tokens)
+    return fmt.usage(sum(prompt_lengths.values()), completion_tokens, sum(cached.values()))
 
 
 def submit(state: ServerState, choices: list[Choice]) -> RequestStream:

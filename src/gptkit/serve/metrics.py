@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,6 +14,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptkit.engine import Event
@@ -25,7 +28,9 @@ class ServerMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, num_waiting: Callable[[], float], num_running: Callable[[], float]) -> None:
+    def __init__(
+        self, num_waiting: Callable[[], float], num_running: Callable[[], float], prefix_cache: Any = None
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("gptkit_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)  # fmt: skip
         self.http_latency = Histogram("gptkit_http_request_duration_seconds", "HTTP request duration by route", ["route"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
@@ -38,6 +43,8 @@ class ServerMetrics:
         self.running.set_function(num_running)
         self.e2e = Histogram("gptkit_e2e_request_latency_seconds", "Generation latency, end to end", buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.ttft = Histogram("gptkit_time_to_first_token_seconds", "Time from request to first token", buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        if prefix_cache is not None:
+            r.register(PrefixCacheCollector(prefix_cache))
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
@@ -45,6 +52,36 @@ class ServerMetrics:
 
     def tracker(self) -> GenerationTracker:
         return GenerationTracker(self)
+
+
+class PrefixCacheCollector(Collector):
+    """The engine's prefix cache counters (``PrefixCache.stats()``), read at each scrape."""
+
+    COUNTERS = (
+        ("lookups", "Engine requests that looked for a cached prompt prefix"),
+        ("hits", "Engine requests that reused at least one cached block"),
+        ("prompt_tokens", "Prompt tokens of the requests that looked"),
+        ("cached_tokens", "Prompt tokens taken from the prefix cache instead of prefilled"),
+        ("stored_tokens", "Tokens copied into the prefix cache"),
+        ("evicted_tokens", "Tokens evicted from the prefix cache (least recently used first)"),
+    )
+
+    def __init__(self, prefix_cache: Any) -> None:
+        self.prefix_cache = prefix_cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.prefix_cache.stats()
+        for name, documentation in self.COUNTERS:
+            yield CounterMetricFamily(
+                f"gptkit_prefix_cache_{name}", documentation, value=getattr(stats, name)
+            )
+        gauges = (
+            ("hit_rate", "Fraction of looked-up prompt tokens taken from the cache", stats.token_hit_rate),
+            ("memory_bytes", "Bytes of the cached blocks", stats.memory_bytes),
+            ("capacity_bytes", "Bytes of the whole prefix cache pool (its budget)", stats.capacity_bytes),
+        )
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(f"gptkit_prefix_cache_{name}", documentation, value=value)
 
 
 class GenerationTracker:
