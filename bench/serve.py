@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,14 +90,20 @@ def eos_id() -> int:
     return GPT4Tokenizer.from_pretrained(DEFAULT_MODEL).eos_token_id
 
 
-def start_gptkit(threads: int, max_batch: int, seq_len: int, quantize: str | None) -> Server:
-    """`gptkit serve` in a subprocess."""
+def start_gptkit(
+    threads: int, max_batch: int, seq_len: int, quantize: str | None, replicas: int = 0
+) -> Server:
+    """`gptkit serve` in a subprocess; with ``replicas``, `gptkit serve --ray` sharing ``threads`` among them."""
     port = free_port()
     cmd = [sys.executable, "-m", "gptkit", "serve", DEFAULT_MODEL, "--port", str(port), "--log-level", "warning",
            "--max-batch-size", str(max_batch), "--max-seq-len", str(seq_len)]  # fmt: skip
     cmd += ["--quantize", quantize] if quantize else []
-    process = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    return Server("gptkit", f"http://127.0.0.1:{port}", process, {"stream_options": {"include_usage": True}})
+    name, omp_threads = "gptkit", threads
+    if replicas:
+        cmd += ["--ray", "--replicas", str(replicas), "--replica-cpus", f"{threads / replicas:g}"]
+        name, omp_threads = f"gptkit ray x{replicas}", max(1, threads // replicas)
+    process = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(omp_threads)})
+    return Server(name, f"http://127.0.0.1:{port}", process, {"stream_options": {"include_usage": True}})
 
 
 def start_llama_cpp(threads: int, seq_len: int) -> Server | None:
@@ -134,8 +141,8 @@ def wait_ready(server: Server) -> None:
 
 
 def stop(server: Server) -> None:
-    """Terminate the server process (kill it if it does not go)."""
-    server.process.terminate()
+    """Interrupt the server process (Ray shuts its replicas down on Ctrl-C), kill it if it does not go."""
+    server.process.send_signal(signal.SIGINT)
     try:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -229,6 +236,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of each server")
     parser.add_argument("--quantize", default="int4", help="gptkit serve --quantize (empty: none)")
     parser.add_argument(
+        "--ray-replicas",
+        type=int,
+        default=0,
+        help="also measure `gptkit serve --ray` with this many replicas",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 1,4 clients, 8 requests, 16 tokens"
     )
     args = parser.parse_args()
@@ -251,6 +264,11 @@ def main() -> None:
             start_gptkit(args.threads, max(levels), seq_len, args.quantize or None), bodies, levels
         )
     }
+    if args.ray_replicas:
+        ray_server = start_gptkit(
+            args.threads, max(levels), seq_len, args.quantize or None, args.ray_replicas
+        )
+        results[ray_server.name] = measure_server(ray_server, bodies, levels)
     peer = start_llama_cpp(args.threads, seq_len)
     if peer is not None:
         results[peer.name] = measure_server(peer, bodies, levels)

@@ -17,7 +17,7 @@ from gptkit.options import (
     positive_float,
     positive_int,
 )
-from gptkit.serve.config import Limits, ServeConfig  # dataclasses only: --help stays instant
+from gptkit.serve.config import ROUTINGS, Limits, RayOptions, ServeConfig  # dataclasses: --help stays instant
 
 API_KEY_ENV = "GPTKIT_API_KEY"
 
@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_access_options(p, defaults)
     _add_capacity_options(p, defaults)
     _add_speculative_options(p)
+    _add_ray_options(p)
     p.add_argument(
         "--log-level", default=defaults.log_level, choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -133,11 +134,51 @@ def speculative_choice(text: str) -> str:
     raise argparse.ArgumentTypeError(f"must be 'ngram' or 'draft:MODEL', got {text!r}")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    """Replicas behind Ray Serve (the gptkit[ray] extra)."""
+    ray = RayOptions()
+    group = p.add_argument_group("Ray Serve (pip install 'gptkit[ray]')")
+    group.add_argument("--ray", action="store_true", help="serve replicas of the app with Ray Serve")
+    group.add_argument(
+        "--replicas", type=positive_int, default=ray.replicas, help="replica count (default 1)"
+    )
+    group.add_argument(
+        "--autoscaling",
+        type=json_object,
+        help='Ray Serve autoscaling config as JSON, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'',
+    )
+    group.add_argument(
+        "--replica-cpus", type=positive_float, default=ray.cpus_per_replica, help="Ray CPUs per replica"
+    )
+    group.add_argument(
+        "--routing",
+        choices=ROUTINGS,
+        default=ray.routing,
+        help="session: requests with the same x-session-id header go to the same replica; pow2: Ray's default",
+    )
+    group.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+
+
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the model and serve it until interrupted."""
+    check_address(args.host, args.port)  # before the model loads
+    if args.ray:
+        return _serve_with_ray(args)
     from gptkit.serve.server import run
 
-    check_address(args.host, args.port)  # before the model loads
     run(args.model, serve_config(args), dtype=args.dtype, quantize=args.quantize, lora=_adapters(args.lora))
     return 0
 
@@ -150,6 +191,24 @@ def _adapters(pairs: list[tuple[str, str]]) -> dict[str, str]:
             raise UsageError(f"--lora: the adapter name {name!r} is given twice")
         adapters[name] = path
     return adapters
+
+
+def _serve_with_ray(args: argparse.Namespace) -> int:
+    if args.lora:
+        raise UsageError("--lora with --ray is not supported yet: serve adapters from one process")
+    try:
+        from gptkit.serve import ray as ray_serve
+    except ImportError as exc:
+        raise GPTKitError(str(exc)) from None
+    options = RayOptions(
+        replicas=args.replicas,
+        autoscaling=args.autoscaling,
+        cpus_per_replica=args.replica_cpus,
+        routing=args.routing,
+        address=args.ray_address,
+    )
+    ray_serve.run(args.model, serve_config(args), options, dtype=args.dtype, quantize=args.quantize)
+    return 0
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

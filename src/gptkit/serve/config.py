@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptkit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -43,3 +45,26 @@ class ServeConfig:
     def replace(self, **changes: Any) -> ServeConfig:
         """A copy with ``changes`` applied (field names only: a typo raises TypeError)."""
         return dataclasses.replace(self, **changes)
+
+
+ROUTINGS = ("session", "pow2")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How ``gptkit serve --ray`` (gptkit[ray]) spreads the app over Ray Serve replicas."""
+
+    replicas: int = 1  # fixed replica count (ignored when autoscaling is set)
+    autoscaling: dict[str, Any] | None = None  # Ray Serve's AutoscalingConfig fields, passed through as given
+    cpus_per_replica: float = 1.0  # Ray CPUs each replica reserves (its engine thread's share of the node)
+    routing: str = (
+        "session"  # "session": the x-session-id header sticks to one replica; "pow2": Ray's default
+    )
+    address: str | None = None  # Ray cluster to join; None: $RAY_ADDRESS, else a local cluster
+    app_name: str = "gptkit"
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"routing={self.routing!r} is not one of: {', '.join(ROUTINGS)}")
+        if self.replicas < 1 or self.cpus_per_replica <= 0:
+            raise ConfigError("replicas must be at least 1 and cpus_per_replica positive")

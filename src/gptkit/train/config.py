@@ -35,7 +35,8 @@ class TrainConfig:
     init_from: str | None = None  # start from pretrained weights (anything from_pretrained accepts)
     batch_size: int = 12  # sequences per micro-batch per process
     block_size: int | None = None  # context length of a training window; None -> the model's
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (derived from global_batch_size when that is set)
+    global_batch_size: int | None = None  # sequences per optimizer step over all ranks, for any world size
     max_iters: int = 2000
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -81,12 +82,32 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ConfigError(f"global_batch_size must be at least 1, got {self.global_batch_size}")
         self.betas = tuple(self.betas)
         self.lora_targets = tuple(self.lora_targets) if self.lora_targets is not None else None
 
     @property
     def decay_iters(self) -> int:
         return self.lr_decay_iters or self.max_iters
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step: global_batch_size / (world_size * batch_size), else grad_accum."""
+        if self.global_batch_size is None:
+            return self.grad_accum
+        per_micro_step = world_size * self.batch_size
+        steps, rest = divmod(self.global_batch_size, per_micro_step)
+        if rest or steps < 1:
+            raise ConfigError(
+                f"global_batch_size={self.global_batch_size} is not a multiple of world_size={world_size} "
+                f"x batch_size={self.batch_size}; choose a batch_size that divides it"
+            )
+        if self.grad_accum not in (1, steps):
+            raise ConfigError(
+                f"grad_accum={self.grad_accum} disagrees with global_batch_size={self.global_batch_size} "
+                f"(which gives {steps} on {world_size} process(es)); set only one of them"
+            )
+        return steps
 
     def model_config(self) -> GPT4Config:
         """The GPT4Config this run trains from scratch (init_from runs read theirs from the weights)."""

@@ -31,6 +31,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # processes on this node (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -40,9 +41,25 @@ class Dist:
     def enabled(self) -> bool:
         return self.strategy != "none"
 
+    @property
+    def nodes(self) -> int:
+        """How many nodes the run spans (torchrun starts the same number of processes on each)."""
+        return max(1, self.world_size // max(1, self.local_world_size))
+
+    def describe(self) -> str:
+        return (
+            f"{self.strategy} over {self.world_size} processes ({self.nodes} node(s) x {self.local_world_size}), "
+            f"backend {dist.get_backend() if dist.is_initialized() else 'none'}"
+        )
+
 
 def setup(strategy: str, device: str) -> Dist:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, ...); gloo on CPU, nccl on CUDA."""
+    """Join the process group torchrun describes; gloo on CPU, nccl on CUDA.
+
+    Everything comes from the environment torchrun sets on every node: the global RANK and WORLD_SIZE, this
+    node's LOCAL_RANK (which picks the CUDA device) and LOCAL_WORLD_SIZE, and MASTER_ADDR/MASTER_PORT (the
+    rendezvous' store), so a run spanning nodes needs nothing beyond ``torchrun --nnodes N ...``.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and strategy == "none":
         strategy = "ddp"  # launched by torchrun without a strategy: plain data parallelism
@@ -51,10 +68,14 @@ def setup(strategy: str, device: str) -> Dist:
     if "RANK" not in os.environ:
         raise ConfigError(f"distributed={strategy!r} needs torchrun (RANK/WORLD_SIZE/MASTER_ADDR unset)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     dev = resolve_device(device, local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return Dist(strategy, rank, world_size, local_rank, dev)
+    d = Dist(strategy, rank, world_size, local_rank, dev, local_world_size)
+    if d.is_main:
+        print(f"distributed: {d.describe()}", flush=True)
+    return d
 
 
 def resolve_device(device: str, local_rank: int) -> torch.device:

@@ -54,6 +54,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, d: dist_.Dist, model, source, tokenizer) -> None:
         self.config, self.d = config, d
+        self.grad_accum = config.accumulation(d.world_size)
         _seed_everything(config.seed)
         self.model = model if model is not None else build_model(config)
         self.model_config: GPT4Config = self.model.config
@@ -80,8 +81,9 @@ class Trainer:
     # ---- setup ------------------------------------------------------------------------------------
     def _pretrain_source(self) -> PretrainBatches:
         c = self.config
+        d = self.d
         return PretrainBatches.open(
-            c.data_dir, c.batch_size, self.block_size, c.seed, self.d.rank, self.d.world_size
+            c.data_dir, c.batch_size, self.block_size, c.seed, d.rank, d.world_size, self.grad_accum
         )
 
     def _load_checkpoint(self) -> ckpt.Checkpoint:
@@ -93,6 +95,7 @@ class Trainer:
         self.best_val_loss = found.state.get("best_val_loss", math.inf)
         self.tokens_seen = found.state.get("tokens_seen", 0)
         self.source.load_state_dict(found.state["data"])
+        _check_global_batch(found.state["data"], self.source)
         ckpt.restore_rng(found.rng, found.state["rng"])
         if self.d.is_main:
             print(f"resuming from {found.path} (step {found.step})")
@@ -167,7 +170,7 @@ class Trainer:
         c = self.config
         total = torch.zeros((), device=self.d.device)
         work = torch.zeros(2, dtype=torch.float64, device=self.d.device)  # real tokens, their FLOPs
-        for micro in range(c.grad_accum):
+        for micro in range(self.grad_accum):
             input_ids, labels = (
                 t.to(self.d.device, non_blocking=True) for t in self.source.next_batch()
             )  # (B, T)
@@ -177,10 +180,10 @@ class Trainer:
                 dtype=torch.float64,
                 device=work.device,
             )
-            with dist_.no_sync(self.wrapped, micro == c.grad_accum - 1):
+            with dist_.no_sync(self.wrapped, micro == self.grad_accum - 1):
                 with self._autocast():
                     loss = self.forward(input_ids, labels)
-                (loss / c.grad_accum).backward()
+                (loss / self.grad_accum).backward()
             total += loss.detach()
         if c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -188,7 +191,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         work = dist_.mean_across_ranks(work, self.d) * self.d.world_size  # summed over ranks
         self.step_tokens, self.step_flops = int(work[0]), float(work[1])
-        return float(dist_.mean_across_ranks(total / c.grad_accum, self.d))
+        return float(dist_.mean_across_ranks(total / self.grad_accum, self.d))
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -289,6 +292,18 @@ def _check_vocab(source: BatchSource, config: GPT4Config) -> None:
     if shards is not None and shards.vocab_size > config.vocab_size:
         raise ConfigError(
             f"the data's vocab_size={shards.vocab_size} exceeds the model's vocab_size={config.vocab_size}"
+        )
+
+
+def _check_global_batch(saved: dict[str, Any], source: BatchSource) -> None:
+    """Warn when a resumed run's global batch differs from the checkpoint's (its losses will not continue)."""
+    before, now = saved.get("global_batch_size"), getattr(source, "global_batch_size", None)
+    if before is not None and now is not None and before != now:
+        warnings.warn(
+            f"resuming with a global batch of {now} sequences, the checkpoint's run used {before}: set "
+            f"--global_batch_size={before} to continue it exactly on this world size",
+            ckpt.CheckpointWarning,
+            stacklevel=3,
         )
 
 
