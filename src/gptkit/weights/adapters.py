@@ -26,7 +26,8 @@ from gptkit.config import GPT4Config
 from gptkit.errors import AdapterError
 from gptkit.model.adapters import add_adapter
 from gptkit.model.decoder import parameter_shapes
-from gptkit.weights.keymaps import KeyMap, Rule, keymap_for, layer_template, part_sizes
+from gptkit.weights.family_keymaps import keymap_for
+from gptkit.weights.keymaps import KeyMap, Rule, layer_template, part_sizes
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
