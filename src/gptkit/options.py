@@ -72,24 +72,22 @@ def _bounded_int(text: str, low: int, high: int | None, what: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+    """argparse type: a finite number > 0."""
+    return _bounded_float(text, lambda v: v > 0, "a positive number")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
+    return _bounded_float(text, lambda v: v >= 0, "a number >= 0")
+
+
+def _bounded_float(text: str, accept, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not (accept(value) and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
 
 
