@@ -66,12 +66,18 @@ def test_two_adapters_and_the_base_model_in_one_batch_each_equal_running_alone(
     assert any(t.token_ids != b.token_ids for t, b in zip(together[1:], base[1:], strict=True))
     calls = []
     native = decoder.fused_decode
-    monkeypatch.setattr(decoder, "fused_decode", lambda *a: calls.append(r := native(*a)) or r)
+
+    def recording(block, x, inputs):
+        calls.append((x.shape[0], result := native(block, x, inputs)))
+        return result
+
+    monkeypatch.setattr(decoder, "fused_decode", recording)
     engine.generate(PROMPTS[:2], SamplingParams(max_tokens=3, temperature=0))
-    assert any(r is not None for r in calls)  # base-only batches keep the fused native block
+    assert any(r is not None for _, r in calls)  # base-only batches keep the fused native block
     calls.clear()
     engine.generate(PROMPTS[:2], SamplingParams(max_tokens=3, temperature=0), adapters=[None, "b"])
-    assert calls and all(r is None for r in calls)  # a batch with an adapter row runs the modules
+    both_rows = [r for rows, r in calls if rows == 2]
+    assert both_rows and all(r is None for r in both_rows)  # a batch with an adapter row runs the modules
 
 
 def test_an_unknown_adapter_is_refused_at_submission(wide_tiny_llama, byte_tokenizer):

@@ -84,6 +84,38 @@ def test_fused_decode_block_equals_the_modules(tmp_path, qtype, monkeypatch):
     torch.testing.assert_close(fused_logits, modules_logits, rtol=1e-3, atol=5e-4)
 
 
+def _chunk_logits(model, ids, chunk):
+    """Logits of ids fed ``chunk`` tokens at a time through the KV cache (speculative verification's shape)."""
+    cache = model.new_cache(ids.shape[0], ids.shape[1])
+    with torch.no_grad():
+        steps = range(0, ids.shape[1], chunk)
+        return torch.cat([model(ids[:, t : t + chunk], cache=cache).logits for t in steps], 1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("qtype", (Q.Q4_1, Q.Q8_0, Q.Q6_K), ids=lambda t: t.name)
+def test_fused_block_takes_a_few_tokens_per_row(tmp_path, qtype, monkeypatch):
+    """T > 1 new tokens per row over a cache (a verification step) run the one fused op per block, with the
+    causal mask among the new tokens, and equal the modules."""
+    path = write_tiny_llama(tmp_path / "tiny.gguf", qtype)
+    model = GPT4LMHeadModel.from_pretrained(path)
+    ids = torch.randint(0, 32, (3, 12), generator=torch.Generator().manual_seed(3))
+    real, fused_widths = fused.fused_decode, []
+
+    def recording(block, x, inputs):
+        out = real(block, x, inputs)
+        if out is not None:
+            fused_widths.append(x.shape[1])
+        return out
+
+    monkeypatch.setattr("gptkit.model.decoder.fused_decode", recording)
+    fused_logits = _chunk_logits(model, ids, 5)  # chunks of 5, 5 and 2 tokens
+    assert sorted(set(fused_widths)) == [2, 5]
+    monkeypatch.setattr("gptkit.model.decoder.fused_decode", lambda *a: None)  # modules only
+    torch.testing.assert_close(fused_logits, _chunk_logits(model, ids, 5), rtol=1e-3, atol=5e-4)
+    torch.testing.assert_close(fused_logits, _decode_logits(model, ids), rtol=1e-3, atol=5e-4)
+
+
 @needs_kernels
 def test_gpt2_layernorm_gelu_biases_take_the_fused_path(tmp_path):
     """GPT-2 (LayerNorm, GELU, biases, learned positions) quantized to Q8_0 through the same kernels."""

@@ -19,6 +19,8 @@ from gptkit.errors import ConfigError
 
 ISAS = {"portable": 0, "avx2": 1, "avx512": 2}
 CHOICES = ("auto", "off", *ISAS)
+KERNEL_MAX_ROWS = 16  # rows above which a dequantized dense matmul beats ggml_matmul (docs/performance.md)
+PACKED_MAX_ROWS = 64  # the same for the x16 packed kernel (int16 activations: exact to ~1e-5)
 
 
 class KernelsUnavailableWarning(UserWarning):

@@ -1,4 +1,7 @@
-"""The decode fast path: a whole decoder block for one new token per row in one native op.
+"""The decode fast path: a whole decoder block for a few new tokens per row in one native op.
+
+One token per row is a decode step; a few (up to MAX_TOKENS) are a speculative verification or a short
+prompt over a cache.
 
 Used by Block.forward when the block's linears keep GGUF blocks (gptkit.quant.ggml), the activations and
 the KV cache are float32 and nothing needs gradients; any other case returns None and the modules run as
@@ -16,40 +19,61 @@ from gptkit.model.adapters import MultiLoRALinear
 from gptkit.model.attention import AttentionInputs
 
 MLP_KINDS = {"swiglu": 0, "none": 1, "tanh": 2}  # SwiGLU, GELU (erf), GELU (tanh)
+MAX_TOKENS = 16  # new tokens per row the fused block takes; longer prompts run the modules (dense matmuls)
+
+
+def _applies(x: torch.Tensor, inputs: AttentionInputs) -> bool:
+    """Whether x (B, T, C) is one, or a few, fp32 tokens per row over a cache."""
+    return (
+        x.shape[1] <= MAX_TOKENS
+        and inputs.cache is not None
+        and inputs.columns is not None
+        and x.dtype == torch.float32
+    )
+
+
+def _kernel_takes(weights: tuple, tokens: int) -> bool:
+    """Whether the quantized kernels are the fast way for this many tokens (else the dense matmuls are)."""
+    all_packed = all(weights[i] for i in _PACKED_FLAGS)
+    return tokens <= (kernels.PACKED_MAX_ROWS if all_packed else kernels.KERNEL_MAX_ROWS)
 
 
 def fused_decode(block: nn.Module, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor | None:
-    """x (B, 1, C) -> the block's output through gptkit_native::decode_block, or None when it does not apply."""
-    if x.shape[1] != 1 or inputs.cache is None or inputs.columns is None or x.dtype != torch.float32:
+    """x (B, T, C) -> the block's output through gptkit_native::decode_block, or None when it does not apply."""
+    if not _applies(x, inputs):
         return None
     if block.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
     if any(isinstance(linear, MultiLoRALinear) and linear.adapter_active for linear in _linears(block)):
         return None  # a LoRA adapter applies to some row: the modules run (gptkit.model.adapters)
     weights = _block_arguments(block)
-    native = kernels.ops() if weights is not None else None
+    if weights is None or (x.shape[1] > 1 and not _kernel_takes(weights, x.shape[0] * x.shape[1])):
+        return None
+    native = kernels.ops()
     if native is None or inputs.cache.k[0].dtype != torch.float32 or x.device.type != "cpu":
         return None
     if block.attn_norm.weight.dtype != torch.float32:  # model.to(dtype) keeps the objects, not their dtype
         return None
-    B = x.shape[0]
+    B, T, C = x.shape
+    M = B * T  # the new tokens, row by row
     cos, sin = inputs.rotary if inputs.rotary is not None else (_EMPTY, _EMPTY)
     layer = block.attn.layer
     out = native.decode_block.default(
-        x.reshape(B, -1).contiguous(),
+        x.reshape(M, C).contiguous(),
         *weights,
-        cos.reshape(B, -1).contiguous(),
-        sin.reshape(B, -1).contiguous(),
+        cos.reshape(M, -1).contiguous() if cos.numel() else cos,
+        sin.reshape(M, -1).contiguous() if sin.numel() else sin,
         inputs.cache.k[layer],
         inputs.cache.v[layer],
-        inputs.columns.reshape(B),
-        inputs.mask[:, 0, 0],
+        inputs.columns.reshape(M),
+        inputs.mask[:, 0].reshape(M, -1),  # (B, 1, T, S) -> (M, S)
         *block._fused_config,
     )
-    return out.view(B, 1, -1)
+    return out.view(B, T, C)
 
 
 _EMPTY = torch.empty(0)
+_PACKED_FLAGS = (4, 8, 14, 18)  # where _block_arguments puts the four linears' "packed?" flags
 
 
 def _block_arguments(block: nn.Module) -> tuple | None:

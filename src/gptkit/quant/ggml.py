@@ -20,8 +20,8 @@ from gptkit import kernels
 
 # ggml type ids the native kernels read: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
 KERNEL_TYPES = frozenset({2, 3, 6, 7, 8, 10, 11, 12, 13, 14})
-KERNEL_MAX_ROWS = 16  # above this a dequantized dense matmul is faster (measured, docs/performance.md)
-PACKED_MAX_ROWS = 64  # the same for the x16 packed kernel (int16 activations: exact to ~1e-5)
+KERNEL_MAX_ROWS = kernels.KERNEL_MAX_ROWS
+PACKED_MAX_ROWS = kernels.PACKED_MAX_ROWS
 DENSE_CHUNK = 2**21  # weights dequantized at a time by the many-row path (4 MiB in bf16)
 
 

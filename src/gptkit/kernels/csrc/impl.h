@@ -230,40 +230,7 @@ static void dequantize_rows(const uint8_t* w, int64_t row_bytes, int type, int64
   });
 }
 
-// Decode attention for (row, query head) pairs [p0, p1): one query per row, the cache's first S columns.
-// q (B, H, D), k/v (B, Hkv, S_max, D) floats, visible (B, S) bytes, out (B, H, D); query head hq reads kv
-// head hq / (H / Hkv). Exact softmax: max, exponentials, sum (two passes). Threads over query heads (not
-// kv heads) keep 2 cores evenly busy with SmolLM2's 3 kv heads.
-static void decode_attention_pairs(const float* q, const float* k, const float* v, const uint8_t* visible,
-                                   float* out, int64_t H, int64_t Hkv, int64_t S, int64_t S_max, int64_t D,
-                                   float scale, int64_t p0, int64_t p1, float* s) {
-  const int64_t group = H / Hkv;
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t b = p / H, head = p % H, h = head / group;
-    const float* keys = k + (b * Hkv + h) * S_max * D;
-    const float* values = v + (b * Hkv + h) * S_max * D;
-    const uint8_t* mask = visible + b * S;
-    const float* query = q + (b * H + head) * D;
-    float top = -INFINITY;
-    for (int64_t t = 0; t < S; ++t) {
-      s[t] = mask[t] ? dot(query, keys + t * D, D) * scale : -INFINITY;
-      top = s[t] > top ? s[t] : top;
-    }
-    float total = 0.f;
-    for (int64_t t = 0; t < S; ++t) {
-      s[t] = mask[t] ? std::exp(s[t] - top) : 0.f;
-      total += s[t];
-    }
-    float* y = out + (b * H + head) * D;
-    for (int64_t d = 0; d < D; ++d) y[d] = 0.f;
-    for (int64_t t = 0; t < S; ++t) {
-      if (s[t] == 0.f) continue;
-      const float weight = s[t] / total;
-      for (int64_t d = 0; d < D; ++d) y[d] += weight * values[t * D + d];
-    }
-  }
-}
-
+#include "attention.h"
 #include "packed.h"
 
 }  // namespace GK_ISA

@@ -155,7 +155,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   float* op = out.data_ptr<float>();
   const auto attention = kernels().decode_attention_pairs;
   at::parallel_for(0, B * H, 1, [&](int64_t p0, int64_t p1) {
-    attention(qp, kp, vp, mp, op, H, Hkv, S, S_max, D, float(scale), p0, p1, scratch(S));
+    attention(qp, kp, vp, mp, op, H, Hkv, S, S_max, D, float(scale), 1, p0, p1, scratch(S));
   });
   return out;
 }
@@ -357,9 +357,11 @@ float gelu(float v, bool tanh_approximation) {
   return 0.5f * v * (1.f + std::erf(v * 0.7071067811865476f));
 }
 
-// x (B, C) float32 -> x + attn(norm(x)), then + mlp(norm(x)): the decoder block for one new token per row.
-// qkv rows are [q; k; v]; cos/sin (B, D) or empty (no rotary); the new keys and values go to column
-// columns[b] of the (B, Hkv, S_max, D) caches; visible (B, S) says which cache columns each row attends.
+// x (M, C) float32 -> x + attn(norm(x)), then + mlp(norm(x)): the decoder block for T = M / B new tokens
+// in each of the B cache rows (token m in row m / T; T = 1 for decode, T > 1 to verify drafted tokens).
+// qkv rows are [q; k; v]; cos/sin (M, D) or empty (no rotary); the new keys and values go to column
+// columns[m] of the (B, Hkv, S_max, D) caches (all before any attention reads them); visible (M, S) says
+// which cache columns each token attends (causal among a row's new tokens).
 // mlp_kind: 0 SwiGLU (up holds [gate; up]), 1 GELU (erf), 2 GELU (tanh).
 at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, const c10::optional<at::Tensor>& attn_norm_b,
                         const at::Tensor& qkv, int64_t qkv_type, bool qkv_packed, const c10::optional<at::Tensor>& qkv_b,
@@ -374,9 +376,12 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
   TORCH_CHECK(k_cache.dtype() == at::kFloat && k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4,
               "caches must be contiguous float32 (B, Hkv, S_max, D)");
   const int64_t B = x.size(0), C = x.size(1), Hkv = k_cache.size(1), S_max = k_cache.size(2), D = k_cache.size(3);
+  const int64_t rows = k_cache.size(0);
   const int64_t q_dim = n_head * D, kv_dim = Hkv * D, qkv_dim = q_dim + 2 * kv_dim, S = visible.size(1);
   const int64_t up_dim = mlp_kind == 0 ? 2 * ffn_dim : ffn_dim;
-  TORCH_CHECK(k_cache.size(0) == B && columns.size(0) == B && visible.size(0) == B && S <= S_max, "decode_block: rows disagree");
+  TORCH_CHECK(rows > 0 && B % rows == 0 && columns.numel() == B && visible.size(0) == B && S <= S_max,
+              "decode_block: rows disagree");
+  const int64_t T = B / rows;  // new tokens per cache row
   const WeightRef w_qkv = weight_ref(qkv, qkv_type, qkv_dim, C, qkv_packed);
   const WeightRef w_proj = weight_ref(proj, proj_type, C, q_dim, proj_packed);
   const WeightRef w_up = weight_ref(up, up_type, up_dim, C, up_packed);
@@ -400,9 +405,10 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
     float* row = heads.data() + b * qkv_dim;  // [q (n_head, D); k (Hkv, D); v (Hkv, D)]
     if (rotary) rotate_heads(row, n_head + Hkv, D, cos.data_ptr<float>() + b * D, sin.data_ptr<float>() + b * D);
     TORCH_CHECK(cp[b] >= 0 && cp[b] < S_max, "cache column out of range");
+    const int64_t cache_row = b / T;
     for (int64_t g = 0; g < Hkv; ++g) {
-      std::memcpy(kc + ((b * Hkv + g) * S_max + cp[b]) * D, row + q_dim + g * D, D * sizeof(float));
-      std::memcpy(vc + ((b * Hkv + g) * S_max + cp[b]) * D, row + q_dim + kv_dim + g * D, D * sizeof(float));
+      std::memcpy(kc + ((cache_row * Hkv + g) * S_max + cp[b]) * D, row + q_dim + g * D, D * sizeof(float));
+      std::memcpy(vc + ((cache_row * Hkv + g) * S_max + cp[b]) * D, row + q_dim + kv_dim + g * D, D * sizeof(float));
     }
   }
   std::vector<float> queries(B * q_dim);
@@ -411,7 +417,7 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
   const uint8_t* mp = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
   const float scale = float(1.0 / std::sqrt(double(D)));
   at::parallel_for(0, B * n_head, 1, [&](int64_t p0, int64_t p1) {
-    attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, p0, p1, scratch(S));
+    attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, T, p0, p1, scratch(S));
   });
   linear_into(attended.data(), B, w_proj, optional_data(proj_b), delta.data());
   for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
