@@ -6,23 +6,21 @@ typedef int32_t ivec16 __attribute__((vector_size(64)));
 
 static inline vec16 splat16(float v) { return vec16{} + v; }
 
-// Two vectors of partial sums folded into one, halving the partials per key: a holds n keys' partial sums
-// in 16 / n lanes each, and so does b; the result holds the 2n keys' sums in 8 / n lanes each.
-static inline vec16 fold8(vec16 a, vec16 b) {
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-         __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-}
-static inline vec16 fold4(vec16 a, vec16 b) {
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
-         __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-}
-static inline vec16 fold2(vec16 a, vec16 b) {
-  return __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
-         __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
-}
-static inline vec16 fold1(vec16 a, vec16 b) {
-  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-         __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+// Lane i of a fold's first half: lanes are taken W at a time, alternately from a and b.
+constexpr int fold_lane(int W, int i) { return i / W * 2 * W + i % W; }
+
+// Two vectors of partial sums folded into one: a and b hold some keys' partial sums, 2W lanes per key; the
+// result holds all their keys' sums in W lanes per key, each the sum of two lanes W apart (so a key's sum
+// is added up in the same order wherever it sits).
+template <int W>
+static inline vec16 fold(vec16 a, vec16 b) {
+#define GK_LANES(o)                                                                                           \
+  fold_lane(W, 0) + o, fold_lane(W, 1) + o, fold_lane(W, 2) + o, fold_lane(W, 3) + o, fold_lane(W, 4) + o,   \
+      fold_lane(W, 5) + o, fold_lane(W, 6) + o, fold_lane(W, 7) + o, fold_lane(W, 8) + o, fold_lane(W, 9) + o, \
+      fold_lane(W, 10) + o, fold_lane(W, 11) + o, fold_lane(W, 12) + o, fold_lane(W, 13) + o,                 \
+      fold_lane(W, 14) + o, fold_lane(W, 15) + o
+  return __builtin_shufflevector(a, b, GK_LANES(0)) + __builtin_shufflevector(a, b, GK_LANES(W));
+#undef GK_LANES
 }
 
 // (q . k_j) for the 16 keys k_j = keys + j D (D a multiple of 16): each key's 16 partial sums stay in a
@@ -35,10 +33,10 @@ static inline vec16 dots16(const float* query, const float* keys, int64_t D) {
     for (int64_t c = 16; c < D; c += 16) part[j] += load16(query + c) * load16(keys + j * D + c);
   }
   vec16 two[8], four[4], eight[2];
-  for (int j = 0; j < 8; ++j) two[j] = fold8(part[2 * j], part[2 * j + 1]);
-  for (int j = 0; j < 4; ++j) four[j] = fold4(two[2 * j], two[2 * j + 1]);
-  for (int j = 0; j < 2; ++j) eight[j] = fold2(four[2 * j], four[2 * j + 1]);
-  return fold1(eight[0], eight[1]);
+  for (int j = 0; j < 8; ++j) two[j] = fold<8>(part[2 * j], part[2 * j + 1]);
+  for (int j = 0; j < 4; ++j) four[j] = fold<4>(two[2 * j], two[2 * j + 1]);
+  for (int j = 0; j < 2; ++j) eight[j] = fold<2>(four[2 * j], four[2 * j + 1]);
+  return fold<1>(eight[0], eight[1]);
 }
 
 // e^x for x <= 0 (scores minus their maximum) to about 2 ulp (Cephes' expf polynomial on x - n ln 2,
