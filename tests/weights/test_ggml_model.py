@@ -25,7 +25,7 @@ from test_gguf_builders import (
 from gptkit import GPT4LMHeadModel, kernels
 from gptkit.errors import ConfigError, WeightsError
 from gptkit.model import fused
-from gptkit.quant.ggml import GGMLEmbedding, GGMLLinear
+from gptkit.quant.ggml import INT8_ACTIVATION_TOLERANCE, PACKED_TYPES, GGMLEmbedding, GGMLLinear
 
 TYPES = (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q5_0, Q.Q4_K, Q.Q6_K)
 needs_kernels = pytest.mark.skipif(kernels.ops() is None, reason="native kernels unavailable")
@@ -41,6 +41,11 @@ def _decode_logits(model, ids):
     cache = model.new_cache(ids.shape[0], ids.shape[1])
     with torch.no_grad():
         return torch.cat([model(ids[:, t : t + 1], cache=cache).logits for t in range(ids.shape[1])], 1)
+
+
+# The fused op and the modules round the same floats slightly differently; int8 activations (x16 kernel)
+# turn such last-bit differences into whole rounding steps now and then.
+MODULES_TOLERANCE = 1e-2
 
 
 def assert_logits_close(actual, expected, relative):
@@ -61,8 +66,9 @@ def test_default_load_keeps_blocks_and_matches_reference(tmp_path, qtype):
     assert not any(isinstance(m, GGMLLinear) for m in reference.modules())
     ids = torch.randint(0, 32, (1, 12), generator=torch.Generator().manual_seed(0))
     expected = _logits(reference, ids)
-    assert_logits_close(_logits(model, ids), expected, 1e-3)  # prefill: kernels (12 rows)
-    assert_logits_close(_decode_logits(model, ids), expected, 1e-3)  # decode: the fused block op
+    tolerance = INT8_ACTIVATION_TOLERANCE if int(qtype) in PACKED_TYPES else 1e-3
+    assert_logits_close(_logits(model, ids), expected, tolerance)  # prefill: kernels (12 rows)
+    assert_logits_close(_decode_logits(model, ids), expected, tolerance)  # decode: the fused block op
     if qtype in (Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q5_0):  # realistic weights (K-quants here are random bytes)
         long = torch.randint(0, 32, (2, 60), generator=torch.Generator().manual_seed(1))
         assert_logits_close(_logits(model, long), _logits(reference, long), 2e-2)  # 120 rows: bf16 dense
@@ -81,7 +87,7 @@ def test_fused_decode_block_equals_the_modules(tmp_path, qtype, monkeypatch):
     modules_logits = _decode_logits(model, ids)
     assert calls  # the fast path was consulted and declined
     monkeypatch.setattr("gptkit.model.decoder.fused_decode", real)
-    torch.testing.assert_close(fused_logits, modules_logits, rtol=1e-3, atol=5e-4)
+    assert_logits_close(fused_logits, modules_logits, MODULES_TOLERANCE)
 
 
 def _chunk_logits(model, ids, chunk):
@@ -111,9 +117,9 @@ def test_fused_block_takes_a_few_tokens_per_row(tmp_path, qtype, monkeypatch):
     monkeypatch.setattr("gptkit.model.decoder.fused_decode", recording)
     fused_logits = _chunk_logits(model, ids, 5)  # chunks of 5, 5 and 2 tokens
     assert sorted(set(fused_widths)) == [2, 5]
+    assert torch.equal(fused_logits, _decode_logits(model, ids))  # bit for bit: lossless speculation
     monkeypatch.setattr("gptkit.model.decoder.fused_decode", lambda *a: None)  # modules only
-    torch.testing.assert_close(fused_logits, _chunk_logits(model, ids, 5), rtol=1e-3, atol=5e-4)
-    torch.testing.assert_close(fused_logits, _decode_logits(model, ids), rtol=1e-3, atol=5e-4)
+    assert_logits_close(fused_logits, _chunk_logits(model, ids, 5), MODULES_TOLERANCE)
 
 
 @needs_kernels
@@ -135,7 +141,7 @@ def test_gpt2_layernorm_gelu_biases_take_the_fused_path(tmp_path):
     reference = GPT4LMHeadModel.from_pretrained(path, dtype=torch.float32)
     assert isinstance(model.blocks[0].mlp.up, GGMLLinear)
     ids = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(2))
-    assert_logits_close(_decode_logits(model, ids), _logits(reference, ids), 1e-3)
+    assert_logits_close(_decode_logits(model, ids), _logits(reference, ids), INT8_ACTIVATION_TOLERANCE)
 
 
 @needs_kernels
@@ -237,11 +243,8 @@ def test_forced_portable_kernels_give_the_same_logits(tmp_path):
         assert run.returncode == 0, run.stderr
         outputs[choice] = json.loads(run.stdout.strip().splitlines()[-1])
     assert outputs["portable"]["isa"] == "portable" and outputs["auto"]["isa"] == kernels.isa_name()
-    torch.testing.assert_close(
-        torch.tensor(outputs["portable"]["logits"]),
-        torch.tensor(outputs["auto"]["logits"]),
-        rtol=1e-3,
-        atol=5e-4,
+    assert_logits_close(
+        torch.tensor(outputs["portable"]["logits"]), torch.tensor(outputs["auto"]["logits"]), MODULES_TOLERANCE
     )
 
 

@@ -231,7 +231,7 @@ void linear_into(const float* x, int64_t M, const WeightRef& w, const float* bia
   const int64_t K = w.K, N = w.N;
   if (w.packed) {
     const int64_t blocks = K / 32;
-    std::vector<int16_t> codes(M * K);
+    std::vector<int8_t> codes(M * K);
     std::vector<float> scales(M * blocks);
     std::vector<int32_t> sums(M * blocks);
     std::vector<isa_portable::QuantizedRow> rows(M);
