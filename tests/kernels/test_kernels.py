@@ -45,19 +45,19 @@ def reference(blocks: torch.Tensor, qtype: Q, k: int) -> torch.Tensor:
     return torch.from_numpy(quants.dequantize(blocks.numpy(), qtype)).reshape(blocks.shape[0], k)
 
 
-def int8_activations(x: torch.Tensor) -> torch.Tensor:
-    """x (M, K) as the packed kernel reads it: each block of 32 rounded to int8 codes times amax / 127."""
+def kernel_activations(x: torch.Tensor) -> torch.Tensor:
+    """x (M, K) as the packed kernel reads it: each block of 32 rounded to 15-bit codes times amax / 16383."""
     blocks = x.reshape(x.shape[0], -1, 32)
-    step = blocks.abs().amax(-1, keepdim=True) / 127
-    codes = torch.where(step > 0, blocks / step, 0).round().clamp(-127, 127)
-    return (codes * step).reshape(x.shape)
+    step = blocks.abs().amax(-1, keepdim=True) / 16383  # float32 arithmetic, as the kernel's
+    codes = (blocks * torch.where(step > 0, 1 / step, 0)).round().clamp(-16383, 16383)
+    return (codes.double() * step.double()).reshape(x.shape)
 
 
 def assert_packed_matmul_close(actual: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
-    """Exact up to fp32 rounding for the int8-rounded activations, and within their rounding (half a step
-    of amax / 127 per element) of the float product."""
-    assert_matmul_close(actual, int8_activations(x), w, 1e-5)
-    assert_matmul_close(actual, x, w, 1e-2)
+    """Exact up to fp32 rounding for the rounded activations, and within their rounding (half a step of
+    amax / 16383 per element) of the float product."""
+    assert_matmul_close(actual.double(), kernel_activations(x), w.double(), 2e-6)
+    assert_matmul_close(actual, x, w, 1e-4)
 
 
 def assert_matmul_close(actual: torch.Tensor, x: torch.Tensor, w: torch.Tensor, relative: float) -> None:

@@ -9,10 +9,12 @@
 //          Q4: 4 chunks i = 0..3: low nibble code(8i + j), high nibble code(8i + 4 + j);
 //          Q8: 8 chunks c = 0..7: code(4c + j) + 128 (so that every code is an unsigned byte);
 //   d: the 16 rows' fp16 scales; m: the 16 rows' fp16 minimums (Q4_1 only).
-// Activations are quantized per block of 32 to int8 (scale amax / 127, as ggml's Q8_0 activations for
-// these types), and a block's dot product is exact in integers: sum_j w_j x_j = d dx (sum_j q_j qx_j -
-// c sum_j qx_j) + m dx sum_j qx_j with q_j the stored code, c = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1). The sums
-// per block and row are the same whatever the number of rows, so one row and many get identical results.
+// Activations are quantized per block of 32 to 15-bit integers qx (scale amax / 16383: a relative error
+// near 3e-5, so results stay close to fp32 rounding of the dequantized reference), held as two bytes,
+// qx = 128 hi + lo with lo in [0, 127], so that vpdpbusd takes both halves. A block's dot product is exact
+// in integers: sum_j w_j x_j = d dx (128 sum_j q_j hi_j + sum_j q_j lo_j - c sum_j qx_j) + m dx sum_j qx_j,
+// q_j the stored code, c = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1). The sums per block and row are the same
+// whatever the number of rows, so one row and many get identical results.
 
 template <int T> struct Packed;
 template <> struct Packed<2> { static constexpr int code_bytes = 256, offset = 8, has_min = 0, in_bytes = 18, qs = 2; };
@@ -84,22 +86,27 @@ static inline int packed_code(const uint8_t* blk, int lane, int j) {
   return j % 8 < 4 ? (pair & 0x0F) : (pair >> 4);
 }
 
-// Activations of one row quantized per block of 32: int8 codes, the scale dx and the codes' sum.
+// Activations of one row quantized per block of 32: the codes' high and low bytes, the scale dx and the
+// codes' sum.
 struct QuantizedRow {
-  const int8_t* q;     // (K,)
+  const int8_t* hi;    // (K,) in [-128, 127]
+  const int8_t* lo;    // (K,) in [0, 127]
   const float* scale;  // (blocks,)
   const int32_t* sum;  // (blocks,) sum of the block's codes
 };
 
-static inline void quantize_row(const float* x, int64_t K, int8_t* q, float* scale, int32_t* sum) {
+constexpr int ACTIVATION_MAX = 16383;  // 15-bit codes: 128 hi + lo spans [-16384, 16383]
+
+static inline void quantize_row(const float* x, int64_t K, int8_t* hi, int8_t* lo, float* scale, int32_t* sum) {
   for (int64_t b = 0; b < K / 32; ++b) {
     float amax = 0.f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
-    const float d = amax / 127.f, inverse = d != 0.f ? 1.f / d : 0.f;
+    const float d = amax / float(ACTIVATION_MAX), inverse = d != 0.f ? 1.f / d : 0.f;
     int32_t total = 0;
     for (int j = 0; j < 32; ++j) {
-      const int v = std::clamp(int(std::nearbyint(x[32 * b + j] * inverse)), -127, 127);
-      q[32 * b + j] = int8_t(v);
+      const int v = std::clamp(int(std::nearbyint(x[32 * b + j] * inverse)), -ACTIVATION_MAX, ACTIVATION_MAX);
+      lo[32 * b + j] = int8_t(v & 127);
+      hi[32 * b + j] = int8_t((v - (v & 127)) / 128);
       total += v;
     }
     scale[b] = d;
@@ -119,9 +126,9 @@ static void packed_group_portable(const uint8_t* group, int64_t blocks, const Qu
       const float d = half_at(blk + P::code_bytes + 2 * lane);
       const float m = P::has_min ? half_at(blk + P::code_bytes + 32 + 2 * lane) : 0.f;
       for (int r = 0; r < R; ++r) {
-        const int8_t* qx = x[r].q + 32 * b;
+        const int8_t *hi = x[r].hi + 32 * b, *lo = x[r].lo + 32 * b;
         int32_t dot = 0;
-        for (int j = 0; j < 32; ++j) dot += packed_code<T>(blk, lane, j) * int32_t(qx[j]);
+        for (int j = 0; j < 32; ++j) dot += packed_code<T>(blk, lane, j) * (128 * int32_t(hi[j]) + lo[j]);
         const float dx = x[r].scale[b];
         const int32_t sx = x[r].sum[b];
         out[r * 16 + lane] += float(dot - P::offset * sx) * (d * dx) + m * (dx * float(sx));
@@ -162,18 +169,20 @@ static void packed_group_vnni(const uint8_t* group, int64_t blocks, const Quanti
     __m512 m = _mm512_setzero_ps();
     if (P::has_min) m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32)));
     for (int r = 0; r < R; ++r) {
-      const int8_t* qx = x[r].q + 32 * b;
-      constexpr int CHAINS = R >= 4 ? 1 : 4 / R;  // independent sums hide vpdpbusd's latency at few rows
-      __m512i chain[CHAINS];
-      chain[0] = _mm512_set1_epi32(-P::offset * x[r].sum[b]);
-      for (int i = 1; i < CHAINS; ++i) chain[i] = _mm512_setzero_si512();
+      const int8_t *hi = x[r].hi + 32 * b, *lo = x[r].lo + 32 * b;
+      constexpr int CHAINS = R >= 2 ? 1 : 2;  // independent sums (x2: high, low) hide vpdpbusd's latency
+      __m512i high[CHAINS], low[CHAINS];
+      for (int i = 0; i < CHAINS; ++i) high[i] = low[i] = _mm512_setzero_si512();
       for (int c = 0; c < 8; ++c) {
-        int32_t four;
-        std::memcpy(&four, qx + 4 * c, 4);
-        chain[c % CHAINS] = _mm512_dpbusd_epi32(chain[c % CHAINS], codes[c], _mm512_set1_epi32(four));
+        int32_t four_hi, four_lo;
+        std::memcpy(&four_hi, hi + 4 * c, 4);
+        std::memcpy(&four_lo, lo + 4 * c, 4);
+        high[c % CHAINS] = _mm512_dpbusd_epi32(high[c % CHAINS], codes[c], _mm512_set1_epi32(four_hi));
+        low[c % CHAINS] = _mm512_dpbusd_epi32(low[c % CHAINS], codes[c], _mm512_set1_epi32(four_lo));
       }
-      __m512i dot = chain[0];
-      for (int i = 1; i < CHAINS; ++i) dot = _mm512_add_epi32(dot, chain[i]);
+      for (int i = 1; i < CHAINS; ++i) high[0] = _mm512_add_epi32(high[0], high[i]), low[0] = _mm512_add_epi32(low[0], low[i]);
+      const __m512i dot = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(high[0], 7), low[0]),
+                                           _mm512_set1_epi32(-P::offset * x[r].sum[b]));
       const float dx = x[r].scale[b];
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx)), acc[r]);
       if (P::has_min) acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * float(x[r].sum[b])), acc[r]);
