@@ -45,6 +45,21 @@ def reference(blocks: torch.Tensor, qtype: Q, k: int) -> torch.Tensor:
     return torch.from_numpy(quants.dequantize(blocks.numpy(), qtype)).reshape(blocks.shape[0], k)
 
 
+def kernel_activations(x: torch.Tensor) -> torch.Tensor:
+    """x (M, K) as the packed kernel reads it: each block of 32 rounded to 15-bit codes times amax / 16383."""
+    blocks = x.reshape(x.shape[0], -1, 32)
+    step = blocks.abs().amax(-1, keepdim=True) / 16383  # float32 arithmetic, as the kernel's
+    codes = (blocks * torch.where(step > 0, 1 / step, 0)).round().clamp(-16383, 16383)
+    return (codes.double() * step.double()).reshape(x.shape)
+
+
+def assert_packed_matmul_close(actual: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> None:
+    """Exact up to fp32 rounding for the rounded activations, and within their rounding (half a step of
+    amax / 16383 per element) of the float product."""
+    assert_matmul_close(actual.double(), kernel_activations(x), w.double(), 2e-6)
+    assert_matmul_close(actual, x, w, 1e-4)
+
+
 def assert_matmul_close(actual: torch.Tensor, x: torch.Tensor, w: torch.Tensor, relative: float) -> None:
     """|actual - x @ w^T| <= relative * max(|x| @ |w|^T): errors measured against the products' magnitude."""
     scale = (x.abs() @ w.abs().T).max().clamp(min=1e-12)
@@ -90,7 +105,7 @@ def test_packed_matmul_equals_dequantized_matmul(qtype, n, k):
     )
     for m in (*range(1, 17), 40, 70):
         x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
-        assert_matmul_close(native.ggml_packed_matmul(x, packed, qtype, n), x, w, 1e-4)
+        assert_packed_matmul_close(native.ggml_packed_matmul(x, packed, qtype, n), x, w)
 
 
 @pytest.mark.parametrize("qtype", sorted(PACKED_TYPES), ids=lambda t: Q(t).name)
@@ -104,7 +119,7 @@ def test_packed_matmul_extreme_and_negative_scales(qtype, scale):
     w = reference(blocks, Q(qtype), 128)
     packed = native.ggml_pack([blocks], NO_ORDER, qtype, 128)
     x = torch.randn(3, 128) * 100
-    assert_matmul_close(native.ggml_packed_matmul(x, packed, qtype, 32), x, w, 1e-4)
+    assert_packed_matmul_close(native.ggml_packed_matmul(x, packed, qtype, 32), x, w)
 
 
 def test_pack_takes_parts_in_a_row_order():

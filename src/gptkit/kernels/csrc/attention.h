@@ -70,12 +70,24 @@ static inline vec16 exp16(vec16 x) {
   return select16(live, y * power, vec16{});
 }
 
-// s[t] = scale (q . k_t) where visible, -inf elsewhere, for t < S; returns the largest.
+// s[t] = scale (q . k_t) where visible, -inf elsewhere, for t < S; returns the largest. Every key's score
+// is the same bits whatever S and wherever its block starts (the folds sum each key's lanes in one order;
+// the last, partial block is read from a zero-padded copy), so one token scored alone or among drafted ones
+// gets identical results.
 static float attention_scores(const float* query, const float* keys, const uint8_t* mask, int64_t S, int64_t D,
                               float scale, float* s) {
   int64_t t = 0;
-  if (D % 16 == 0)
+  if (D % 16 == 0 && D <= 256) {
     for (; t + 16 <= S; t += 16) store16(s + t, dots16(query, keys + t * D, D) * scale);
+    if (t < S) {
+      float padded[16 * 256];
+      std::memcpy(padded, keys + t * D, (S - t) * D * sizeof(float));
+      std::memset(padded + (S - t) * D, 0, (16 - (S - t)) * D * sizeof(float));
+      const vec16 last = dots16(query, padded, D) * scale;
+      for (int64_t j = 0; t + j < S; ++j) s[t + j] = last[j];
+      t = S;
+    }
+  }
   for (; t < S; ++t) s[t] = dot(query, keys + t * D, D) * scale;
   float top = -INFINITY;
   for (t = 0; t < S; ++t) {
@@ -85,21 +97,21 @@ static float attention_scores(const float* query, const float* keys, const uint8
   return top;
 }
 
-// s[t] = e^(s[t] - top) in place; returns their sum.
+// s[t] = e^(s[t] - top) in place; returns their sum (lane sums over blocks of 16, the last one padded with
+// zeros, then the lanes: the same bits for a token whatever S holds beyond its visible columns).
 static float exponentials(float* s, int64_t S, float top) {
   vec16 sums = {};
-  int64_t t = 0;
-  for (; t + 16 <= S; t += 16) {
-    const vec16 e = exp16(load16(s + t) - top);
-    store16(s + t, e);
+  for (int64_t t = 0; t < S; t += 16) {
+    const int64_t n = std::min<int64_t>(16, S - t);
+    vec16 block = splat16(-INFINITY);
+    if (n == 16) block = load16(s + t);
+    else for (int64_t j = 0; j < n; ++j) block[j] = s[t + j];
+    const vec16 e = exp16(block - top);
+    if (n == 16) store16(s + t, e);
+    else for (int64_t j = 0; j < n; ++j) s[t + j] = e[j];
     sums += e;
   }
-  float total = sum16(sums);
-  for (; t < S; ++t) {
-    s[t] = s[t] == -INFINITY ? 0.f : std::exp(s[t] - top);
-    total += s[t];
-  }
-  return total;
+  return sum16(sums);
 }
 
 // y (D) = sum_t w[t] v_t / total, 64 channels (four independent sums) at a time, then 16, then one.

@@ -231,13 +231,16 @@ void linear_into(const float* x, int64_t M, const WeightRef& w, const float* bia
   const int64_t K = w.K, N = w.N;
   if (w.packed) {
     const int64_t blocks = K / 32;
-    std::vector<int16_t> codes(M * K);
+    std::vector<int8_t> high(M * K), low(M * K);
     std::vector<float> scales(M * blocks);
     std::vector<int32_t> sums(M * blocks);
     std::vector<isa_portable::QuantizedRow> rows(M);
     for (int64_t m = 0; m < M; ++m) {
-      isa_portable::quantize_row(x + m * K, K, codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks);
-      rows[m] = {codes.data() + m * K, scales.data() + m * blocks, sums.data() + m * blocks};
+      int8_t *hi = high.data() + m * K, *lo = low.data() + m * K;
+      float* scale = scales.data() + m * blocks;
+      int32_t* sum = sums.data() + m * blocks;
+      isa_portable::quantize_row(x + m * K, K, hi, lo, scale, sum);
+      rows[m] = {hi, lo, scale, sum};
     }
     const auto packed_matmul = kernels().packed_matmul;
     at::parallel_for(0, (N + 15) / 16, 4, [&](int64_t g0, int64_t g1) {

@@ -1,20 +1,25 @@
 // "x16" packed weights: Q4_0, Q4_1 and Q8_0 blocks of 16 output rows interleaved, so that one vector
-// holds two consecutive weights of each of 16 rows and an integer dot product (AVX-512 VNNI vpdpwssd)
-// yields 16 rows' partial sums in its 16 lanes, with the rows' scales loaded as one vector.
+// holds four consecutive weights (unsigned bytes) of each of 16 rows and an integer dot product (AVX-512
+// VNNI vpdpbusd, unsigned x signed bytes) yields 16 rows' partial sums in its 16 lanes, with the rows'
+// scales loaded as one vector.
 //
 // Layout (ggml's own codes and scales rearranged, no value changes): rows padded to a multiple of 16; for
 // each group of 16 rows and each block b of 32 inputs, group_block_bytes<T>() bytes:
-//   codes: 16 chunks c = 0..15, each holding inputs 2c and 2c+1 of rows 0..15:
-//          Q4: 16 bytes, one per row: code(2c) | code(2c+1) << 4;  Q8: 32 bytes, two int8 per row;
+//   codes: 64-byte chunks, byte 4 l + j of a chunk belonging to row (lane) l:
+//          Q4: 4 chunks i = 0..3: low nibble code(8i + j), high nibble code(8i + 4 + j);
+//          Q8: 8 chunks c = 0..7: code(4c + j) + 128 (so that every code is an unsigned byte);
 //   d: the 16 rows' fp16 scales; m: the 16 rows' fp16 minimums (Q4_1 only).
-// Activations are quantized per block of 32 to int16 (scale amax / 32767: a relative error near 1e-5, so
-// results stay within fp32 rounding of the dequantized reference), and a block's dot product is exact in
-// integers: sum_j w_j x_j = d dx (sum_j q_j qx_j - c sum_j qx_j) + m dx sum_j qx_j, c = 8 (Q4_0), else 0.
+// Activations are quantized per block of 32 to 15-bit integers qx (scale amax / 16383: a relative error
+// near 3e-5, so results stay close to fp32 rounding of the dequantized reference), held as two bytes,
+// qx = 128 hi + lo with lo in [0, 127], so that vpdpbusd takes both halves. A block's dot product is exact
+// in integers: sum_j w_j x_j = d dx (128 sum_j q_j hi_j + sum_j q_j lo_j - c sum_j qx_j) + m dx sum_j qx_j,
+// q_j the stored code, c = 8 (Q4_0), 128 (Q8_0), 0 (Q4_1). The sums per block and row are the same
+// whatever the number of rows, so one row and many get identical results.
 
 template <int T> struct Packed;
 template <> struct Packed<2> { static constexpr int code_bytes = 256, offset = 8, has_min = 0, in_bytes = 18, qs = 2; };
 template <> struct Packed<3> { static constexpr int code_bytes = 256, offset = 0, has_min = 1, in_bytes = 20, qs = 4; };
-template <> struct Packed<8> { static constexpr int code_bytes = 512, offset = 0, has_min = 0, in_bytes = 34, qs = 2; };
+template <> struct Packed<8> { static constexpr int code_bytes = 512, offset = 128, has_min = 0, in_bytes = 34, qs = 2; };
 
 template <int T>
 static constexpr int group_block_bytes() { return Packed<T>::code_bytes + 32 + 32 * Packed<T>::has_min; }
@@ -53,11 +58,15 @@ static bool pack_groups(const uint8_t* const* rows, int64_t N, int64_t blocks, i
       for (int lane = 0; lane < 16 && g * 16 + lane < N; ++lane) {
         const uint8_t* src = rows[g * 16 + lane] + b * P::in_bytes;
         const uint8_t* qs = src + P::qs;
-        if (T == 8) {  // inputs 2c, 2c+1 are bytes 2c, 2c+1
-          for (int c = 0; c < 16; ++c) std::memcpy(dst + 32 * c + 2 * lane, qs + 2 * c, 2);
-        } else {  // inputs 0-15 are low nibbles of qs[0..16), inputs 16-31 their high nibbles
-          for (int c = 0; c < 8; ++c) dst[16 * c + lane] = uint8_t((qs[2 * c] & 0x0F) | (qs[2 * c + 1] << 4));
-          for (int c = 0; c < 8; ++c) dst[16 * (8 + c) + lane] = uint8_t((qs[2 * c] >> 4) | (qs[2 * c + 1] & 0xF0));
+        for (int c = 0; c < 8; ++c) {
+          for (int j = 0; j < 4; ++j) {
+            if (T == 8) {  // the signed byte plus 128
+              dst[64 * c + 4 * lane + j] = uint8_t(qs[4 * c + j] ^ 0x80);
+            } else if (c < 4) {
+              const int low = block_code<T>(src, 8 * c + j), high = block_code<T>(src, 8 * c + 4 + j);
+              dst[64 * c + 4 * lane + j] = uint8_t(low | high << 4);
+            }
+          }
         }
         std::memcpy(dst + P::code_bytes + 2 * lane, src, 2);  // d
         if (P::has_min) std::memcpy(dst + P::code_bytes + 32 + 2 * lane, src + 2, 2);  // m
@@ -68,31 +77,36 @@ static bool pack_groups(const uint8_t* const* rows, int64_t N, int64_t blocks, i
   return finite;
 }
 
-// Code of input j of lane ``lane`` in a packed group block.
+// Stored code (an unsigned byte: value = (code - offset) d + m) of input j of lane ``lane`` in a packed
+// group block.
 template <int T>
 static inline int packed_code(const uint8_t* blk, int lane, int j) {
-  const int c = j / 2;
-  if (T == 8) return int(int8_t(blk[32 * c + 2 * lane + (j & 1)]));
-  const uint8_t pair = blk[16 * c + lane];
-  return (j & 1) ? (pair >> 4) : (pair & 0x0F);
+  if (T == 8) return blk[64 * (j / 4) + 4 * lane + j % 4];
+  const uint8_t pair = blk[64 * (j / 8) + 4 * lane + j % 4];
+  return j % 8 < 4 ? (pair & 0x0F) : (pair >> 4);
 }
 
-// Activations of one row quantized per block of 32: int8 codes, the scale dx and sum_j qx_j * dx.
+// Activations of one row quantized per block of 32: the codes' high and low bytes, the scale dx and the
+// codes' sum.
 struct QuantizedRow {
-  const int16_t* q;    // (K,)
+  const int8_t* hi;    // (K,) in [-128, 127]
+  const int8_t* lo;    // (K,) in [0, 127]
   const float* scale;  // (blocks,)
   const int32_t* sum;  // (blocks,) sum of the block's codes
 };
 
-static inline void quantize_row(const float* x, int64_t K, int16_t* q, float* scale, int32_t* sum) {
+constexpr int ACTIVATION_MAX = 16383;  // 15-bit codes: 128 hi + lo spans [-16384, 16383]
+
+static inline void quantize_row(const float* x, int64_t K, int8_t* hi, int8_t* lo, float* scale, int32_t* sum) {
   for (int64_t b = 0; b < K / 32; ++b) {
     float amax = 0.f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
-    const float d = amax / 32767.f, inverse = d != 0.f ? 1.f / d : 0.f;
+    const float d = amax / float(ACTIVATION_MAX), inverse = d != 0.f ? 1.f / d : 0.f;
     int32_t total = 0;
     for (int j = 0; j < 32; ++j) {
-      const int v = int(std::nearbyint(x[32 * b + j] * inverse));
-      q[32 * b + j] = int16_t(v);
+      const int v = std::clamp(int(std::nearbyint(x[32 * b + j] * inverse)), -ACTIVATION_MAX, ACTIVATION_MAX);
+      lo[32 * b + j] = int8_t(v & 127);
+      hi[32 * b + j] = int8_t((v - (v & 127)) / 128);
       total += v;
     }
     scale[b] = d;
@@ -112,9 +126,9 @@ static void packed_group_portable(const uint8_t* group, int64_t blocks, const Qu
       const float d = half_at(blk + P::code_bytes + 2 * lane);
       const float m = P::has_min ? half_at(blk + P::code_bytes + 32 + 2 * lane) : 0.f;
       for (int r = 0; r < R; ++r) {
-        const int16_t* qx = x[r].q + 32 * b;
+        const int8_t *hi = x[r].hi + 32 * b, *lo = x[r].lo + 32 * b;
         int32_t dot = 0;
-        for (int j = 0; j < 32; ++j) dot += packed_code<T>(blk, lane, j) * int32_t(qx[j]);
+        for (int j = 0; j < 32; ++j) dot += packed_code<T>(blk, lane, j) * (128 * int32_t(hi[j]) + lo[j]);
         const float dx = x[r].scale[b];
         const int32_t sx = x[r].sum[b];
         out[r * 16 + lane] += float(dot - P::offset * sx) * (d * dx) + m * (dx * float(sx));
@@ -124,19 +138,18 @@ static void packed_group_portable(const uint8_t* group, int64_t blocks, const Qu
 }
 
 #ifdef GK_VNNI
-// The 16 code vectors of one packed block: lane l of vector c holds row l's codes of inputs 2c, 2c+1 as
-// two int16 (the pair vpdpwssd multiplies with a broadcast pair of activations).
+// The 8 code vectors of one packed block: lane l of vector c holds row l's stored codes of inputs 4c..4c+3
+// as four unsigned bytes (what vpdpbusd multiplies with four broadcast signed activation bytes).
 template <int T>
 static inline void block_code_vectors(const uint8_t* blk, __m512i* codes) {
   if (T == 8) {
-    for (int c = 0; c < 16; ++c)
-      codes[c] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 * c)));
+    for (int c = 0; c < 8; ++c) codes[c] = _mm512_loadu_si512(blk + 64 * c);
   } else {
-    const __m512i nibbles = _mm512_set1_epi32(0x000F000F);
-    for (int c = 0; c < 16; ++c) {
-      const __m512i pair = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * c)));
-      // (pair | pair << 12) & 0x000F000F: low nibble in bits 0-3, high nibble in bits 16-19
-      codes[c] = _mm512_ternarylogic_epi32(pair, _mm512_slli_epi32(pair, 12), nibbles, 0xA8);
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    for (int i = 0; i < 4; ++i) {
+      const __m512i both = _mm512_loadu_si512(blk + 64 * i);
+      codes[2 * i] = _mm512_and_si512(both, low);
+      codes[2 * i + 1] = _mm512_and_si512(_mm512_srli_epi16(both, 4), low);
     }
   }
 }
@@ -150,24 +163,26 @@ static void packed_group_vnni(const uint8_t* group, int64_t blocks, const Quanti
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = group + b * GB;
-    __m512i codes[16];
+    __m512i codes[8];
     block_code_vectors<T>(blk, codes);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes)));
     __m512 m = _mm512_setzero_ps();
     if (P::has_min) m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32)));
     for (int r = 0; r < R; ++r) {
-      const int16_t* qx = x[r].q + 32 * b;
-      constexpr int CHAINS = R >= 4 ? 1 : 4 / R;  // independent sums hide vpdpwssd's latency at few rows
-      __m512i chain[CHAINS];
-      chain[0] = _mm512_set1_epi32(-P::offset * x[r].sum[b]);
-      for (int i = 1; i < CHAINS; ++i) chain[i] = _mm512_setzero_si512();
-      for (int c = 0; c < 16; ++c) {
-        int32_t pair;
-        std::memcpy(&pair, qx + 2 * c, 4);
-        chain[c % CHAINS] = _mm512_dpwssd_epi32(chain[c % CHAINS], codes[c], _mm512_set1_epi32(pair));
+      const int8_t *hi = x[r].hi + 32 * b, *lo = x[r].lo + 32 * b;
+      constexpr int CHAINS = R >= 2 ? 1 : 2;  // independent sums (x2: high, low) hide vpdpbusd's latency
+      __m512i high[CHAINS], low[CHAINS];
+      for (int i = 0; i < CHAINS; ++i) high[i] = low[i] = _mm512_setzero_si512();
+      for (int c = 0; c < 8; ++c) {
+        int32_t four_hi, four_lo;
+        std::memcpy(&four_hi, hi + 4 * c, 4);
+        std::memcpy(&four_lo, lo + 4 * c, 4);
+        high[c % CHAINS] = _mm512_dpbusd_epi32(high[c % CHAINS], codes[c], _mm512_set1_epi32(four_hi));
+        low[c % CHAINS] = _mm512_dpbusd_epi32(low[c % CHAINS], codes[c], _mm512_set1_epi32(four_lo));
       }
-      __m512i dot = chain[0];
-      for (int i = 1; i < CHAINS; ++i) dot = _mm512_add_epi32(dot, chain[i]);
+      for (int i = 1; i < CHAINS; ++i) high[0] = _mm512_add_epi32(high[0], high[i]), low[0] = _mm512_add_epi32(low[0], low[i]);
+      const __m512i dot = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(high[0], 7), low[0]),
+                                           _mm512_set1_epi32(-P::offset * x[r].sum[b]));
       const float dx = x[r].scale[b];
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(dx)), acc[r]);
       if (P::has_min) acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * float(x[r].sum[b])), acc[r]);
@@ -252,27 +267,26 @@ static void unpack_transposed_groups(const uint8_t* packed, int64_t blocks, int6
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* blk = packed + (g * blocks + b) * GB;
 #ifdef GK_VNNI
-      __m512i codes[16];
+      __m512i codes[8];
       block_code_vectors<T>(blk, codes);
       const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes)));
       __m512 base = _mm512_mul_ps(d, _mm512_set1_ps(-float(P::offset)));  // value of code 0
       if (P::has_min)
         base = _mm512_add_ps(base, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + P::code_bytes + 32))));
-      for (int c = 0; c < 16; ++c) {
-        const __m512i even = _mm512_srai_epi32(_mm512_slli_epi32(codes[c], 16), 16), odd = _mm512_srai_epi32(codes[c], 16);
-        const __m512 values[2] = {_mm512_fmadd_ps(_mm512_cvtepi32_ps(even), d, base),
-                                  _mm512_fmadd_ps(_mm512_cvtepi32_ps(odd), d, base)};
-        for (int j = 0; j < 2; ++j) {
-          const int64_t k = 32 * b + 2 * c + j;
+      for (int c = 0; c < 8; ++c) {
+        for (int j = 0; j < 4; ++j) {  // byte j of each lane: input 4c + j
+          const __m512i code = _mm512_and_si512(_mm512_srli_epi32(codes[c], 8 * j), _mm512_set1_epi32(0xFF));
+          const __m512 value = _mm512_fmadd_ps(_mm512_cvtepi32_ps(code), d, base);
+          const int64_t k = 32 * b + 4 * c + j;
           if (bf16) {
-            __m512i bits = _mm512_castps_si512(values[j]);
+            __m512i bits = _mm512_castps_si512(value);
             const __m512i round = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)),
                                                    _mm512_set1_epi32(0x7FFF));
             bits = _mm512_srli_epi32(_mm512_add_epi32(bits, round), 16);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + k * width + column),
                                 _mm512_cvtepi32_epi16(bits));
           } else {
-            _mm512_storeu_ps(static_cast<float*>(out) + k * width + column, values[j]);
+            _mm512_storeu_ps(static_cast<float*>(out) + k * width + column, value);
           }
         }
       }
