@@ -242,7 +242,9 @@ def test_forced_portable_kernels_give_the_same_logits(tmp_path):
         outputs[choice] = json.loads(run.stdout.strip().splitlines()[-1])
     assert outputs["portable"]["isa"] == "portable" and outputs["auto"]["isa"] == kernels.isa_name()
     assert_logits_close(
-        torch.tensor(outputs["portable"]["logits"]), torch.tensor(outputs["auto"]["logits"]), MODULES_TOLERANCE
+        torch.tensor(outputs["portable"]["logits"]),
+        torch.tensor(outputs["auto"]["logits"]),
+        MODULES_TOLERANCE,
     )
 
 
