@@ -8,7 +8,7 @@ verification forward, llama.cpp's tok/s (bench/llama_peer.py, a process that nev
 absence is printed and the rest still runs), then the totals against the goals (>= 2x gptkit without
 speculation, >= 2.5x llama.cpp), and what one verification forward of k + 1 tokens costs against a
 one-token decode step on a ~450-token cache.
-Run: `.venv/bin/python bench/speculative.py [--threads 2] [--k 10] [--repeats 2]`.
+Run: `.venv/bin/python bench/speculative.py [--threads 2] [--k 2] [--repeats 2]`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def verification_cost(model, context: list[int], ks: list[int]) -> dict[int, flo
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--k", type=int, default=10, help="prompt_lookup_num_tokens (default 10)")
+    parser.add_argument("--k", type=int, default=2, help="prompt_lookup_num_tokens (default 2, the Engine's)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement, best kept")
     return parser.parse_args()
 

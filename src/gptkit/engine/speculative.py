@@ -21,7 +21,10 @@ from gptkit.generation.processors import apply_processors
 from gptkit.generation.speculative import SpeculationStats, check_num_tokens
 from gptkit.generation.verify import verified_tokens
 
-DEFAULT_NUM_SPECULATIVE_TOKENS = 5
+# Drafts per step: a verification of k + 1 tokens costs ~1 + 0.3 k one-token steps on a 2-core CPU, so a
+# small k pays best at the ~0.55 acceptance of prompt-copying work (bench/speculative.py: k = 2 gave 1.12x
+# plain decode, k = 4 0.88x, k = 10 0.69x; docs/performance.md).
+DEFAULT_NUM_SPECULATIVE_TOKENS = 2
 NGRAM_SIZE = 2  # transformers' max_matching_ngram_size default
 
 

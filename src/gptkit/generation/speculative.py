@@ -5,7 +5,8 @@ target's KV cache in one forward pass; each row keeps its accepted drafts and on
 (gptkit.generation.verify), and its cache row drops the rest (``KVCache.truncate``). Rows accept different
 numbers of tokens: each row keeps its own cache columns and length, and steps are handed out once every
 unfinished row has produced them, so callers still see one token per row per step. Greedy output equals
-plain greedy decoding token for token (up to float rounding between a (B, m + 1) and a (B, 1) forward);
+plain greedy decoding token for token (bit for bit on the fused native block, whose tokens do not depend on
+the forward's width; up to float rounding between a (B, m + 1) and a (B, 1) forward on the module paths);
 sampled output has the same distribution as plain sampling, not the same draws for a seed.
 """
 
