@@ -375,16 +375,16 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache, const at::Tensor& v_cache,
                         const at::Tensor& columns, const at::Tensor& visible, int64_t n_head, int64_t norm_kind,
                         double eps, int64_t mlp_kind, int64_t ffn_dim) {
-  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous (B, C) float32");
+  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous (M, C) float32");
   TORCH_CHECK(k_cache.dtype() == at::kFloat && k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4,
               "caches must be contiguous float32 (B, Hkv, S_max, D)");
-  const int64_t B = x.size(0), C = x.size(1), Hkv = k_cache.size(1), S_max = k_cache.size(2), D = k_cache.size(3);
-  const int64_t rows = k_cache.size(0);
+  const int64_t M = x.size(0), C = x.size(1), Hkv = k_cache.size(1), S_max = k_cache.size(2), D = k_cache.size(3);
+  const int64_t B = k_cache.size(0);
   const int64_t q_dim = n_head * D, kv_dim = Hkv * D, qkv_dim = q_dim + 2 * kv_dim, S = visible.size(1);
   const int64_t up_dim = mlp_kind == 0 ? 2 * ffn_dim : ffn_dim;
-  TORCH_CHECK(rows > 0 && B % rows == 0 && columns.numel() == B && visible.size(0) == B && S <= S_max,
-              "decode_block: rows disagree");
-  const int64_t T = B / rows;  // new tokens per cache row
+  TORCH_CHECK(B > 0 && M % B == 0 && columns.numel() == M && visible.size(0) == M && S <= S_max,
+              "decode_block: tokens, columns, mask and cache rows disagree");
+  const int64_t T = M / B;  // new tokens per cache row
   const WeightRef w_qkv = weight_ref(qkv, qkv_type, qkv_dim, C, qkv_packed);
   const WeightRef w_proj = weight_ref(proj, proj_type, C, q_dim, proj_packed);
   const WeightRef w_up = weight_ref(up, up_type, up_dim, C, up_packed);
@@ -395,42 +395,42 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
 
   at::Tensor out = x.clone();
   float* h = out.data_ptr<float>();  // the residual stream, updated in place
-  std::vector<float> normed(B * C), heads(B * qkv_dim), attended(B * q_dim), delta(B * C);
-  std::vector<float> hidden(B * up_dim), act(B * ffn_dim);
+  std::vector<float> normed(M * C), heads(M * qkv_dim), attended(M * q_dim), delta(M * C);
+  std::vector<float> hidden(M * up_dim), act(M * ffn_dim);
 
   // attention: norm -> qkv -> rotary -> cache write -> attention -> proj -> residual
-  norm_rows(h, B, C, norm_kind, eps, attn_norm_w.data_ptr<float>(), optional_data(attn_norm_b), normed.data());
-  linear_into(normed.data(), B, w_qkv, optional_data(qkv_b), heads.data());
+  norm_rows(h, M, C, norm_kind, eps, attn_norm_w.data_ptr<float>(), optional_data(attn_norm_b), normed.data());
+  linear_into(normed.data(), M, w_qkv, optional_data(qkv_b), heads.data());
   float* kc = k_cache.data_ptr<float>();
   float* vc = v_cache.data_ptr<float>();
   const int64_t* cp = cols.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    float* row = heads.data() + b * qkv_dim;  // [q (n_head, D); k (Hkv, D); v (Hkv, D)]
-    if (rotary) rotate_heads(row, n_head + Hkv, D, cos.data_ptr<float>() + b * D, sin.data_ptr<float>() + b * D);
-    TORCH_CHECK(cp[b] >= 0 && cp[b] < S_max, "cache column out of range");
-    const int64_t cache_row = b / T;
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = heads.data() + m * qkv_dim;  // [q (n_head, D); k (Hkv, D); v (Hkv, D)]
+    if (rotary) rotate_heads(row, n_head + Hkv, D, cos.data_ptr<float>() + m * D, sin.data_ptr<float>() + m * D);
+    TORCH_CHECK(cp[m] >= 0 && cp[m] < S_max, "cache column out of range");
+    const int64_t cache_row = m / T;
     for (int64_t g = 0; g < Hkv; ++g) {
-      std::memcpy(kc + ((cache_row * Hkv + g) * S_max + cp[b]) * D, row + q_dim + g * D, D * sizeof(float));
-      std::memcpy(vc + ((cache_row * Hkv + g) * S_max + cp[b]) * D, row + q_dim + kv_dim + g * D, D * sizeof(float));
+      std::memcpy(kc + ((cache_row * Hkv + g) * S_max + cp[m]) * D, row + q_dim + g * D, D * sizeof(float));
+      std::memcpy(vc + ((cache_row * Hkv + g) * S_max + cp[m]) * D, row + q_dim + kv_dim + g * D, D * sizeof(float));
     }
   }
-  std::vector<float> queries(B * q_dim);
-  for (int64_t b = 0; b < B; ++b) std::memcpy(queries.data() + b * q_dim, heads.data() + b * qkv_dim, q_dim * sizeof(float));
+  std::vector<float> queries(M * q_dim);
+  for (int64_t m = 0; m < M; ++m) std::memcpy(queries.data() + m * q_dim, heads.data() + m * qkv_dim, q_dim * sizeof(float));
   const auto attention = kernels().decode_attention_pairs;
   const uint8_t* mp = reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>());
   const float scale = float(1.0 / std::sqrt(double(D)));
-  at::parallel_for(0, B * n_head, 1, [&](int64_t p0, int64_t p1) {
+  at::parallel_for(0, M * n_head, 1, [&](int64_t p0, int64_t p1) {
     attention(queries.data(), kc, vc, mp, attended.data(), n_head, Hkv, S, S_max, D, scale, T, p0, p1, scratch(S));
   });
-  linear_into(attended.data(), B, w_proj, optional_data(proj_b), delta.data());
-  for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
+  linear_into(attended.data(), M, w_proj, optional_data(proj_b), delta.data());
+  for (int64_t i = 0; i < M * C; ++i) h[i] += delta[i];
 
   // MLP: norm -> up (gate) -> activation -> down -> residual
-  norm_rows(h, B, C, norm_kind, eps, mlp_norm_w.data_ptr<float>(), optional_data(mlp_norm_b), normed.data());
-  linear_into(normed.data(), B, w_up, optional_data(up_b), hidden.data());
-  for (int64_t b = 0; b < B; ++b) {
-    const float* row = hidden.data() + b * up_dim;
-    float* a = act.data() + b * ffn_dim;
+  norm_rows(h, M, C, norm_kind, eps, mlp_norm_w.data_ptr<float>(), optional_data(mlp_norm_b), normed.data());
+  linear_into(normed.data(), M, w_up, optional_data(up_b), hidden.data());
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = hidden.data() + m * up_dim;
+    float* a = act.data() + m * ffn_dim;
     for (int64_t i = 0; i < ffn_dim; ++i) {
       if (mlp_kind == 0) {
         const float gate = row[i];
@@ -440,8 +440,8 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& attn_norm_w, cons
       }
     }
   }
-  linear_into(act.data(), B, w_down, optional_data(down_b), delta.data());
-  for (int64_t i = 0; i < B * C; ++i) h[i] += delta[i];
+  linear_into(act.data(), M, w_down, optional_data(down_b), delta.data());
+  for (int64_t i = 0; i < M * C; ++i) h[i] += delta[i];
   return out;
 }
 
