@@ -133,3 +133,18 @@ def test_prefix_cache_keeps_a_speculating_requests_answer(model, tokenizer):
         again = engine.generate([follow_up], SamplingParams(max_tokens=4, temperature=0))[0]
         cached.append((first.token_ids, again.token_ids, again.cached_tokens))
     assert cached[0] == cached[1] and cached[1][2] >= 48  # the answer's full blocks were reused
+
+
+@pytest.mark.parametrize("length", [0, 3])
+def test_ngram_requests_draft_what_their_draft_length_says(model, tokenizer, plain, monkeypatch, length):
+    """The Engine asks each n-gram request's DraftLength how many to draft (0: a plain step for it)."""
+    from gptkit.generation.drafters import DraftLength
+
+    monkeypatch.setattr(DraftLength, "next", lambda self: length)
+    engine = Engine(
+        model, tokenizer, max_batch_size=3, max_seq_len=64, speculative="ngram", num_speculative_tokens=5
+    )
+    assert completions(engine, SamplingParams(max_tokens=20, temperature=0)) == plain
+    stats = engine.speculation
+    assert (stats.drafted == 0) if length == 0 else (0 < stats.drafted <= length * stats.forwards * 3)
+    assert not engine.speculator.lengths  # finished requests leave nothing behind

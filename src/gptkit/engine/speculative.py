@@ -16,15 +16,15 @@ import torch
 
 from gptkit.engine.request import TokenLogprob, token_logprobs
 from gptkit.errors import GenerationError
-from gptkit.generation.drafters import ModelDrafter, NgramDrafter
+from gptkit.generation.drafters import DraftLength, ModelDrafter, NgramDrafter
 from gptkit.generation.processors import apply_processors
 from gptkit.generation.speculative import SpeculationStats, check_num_tokens
 from gptkit.generation.verify import verified_tokens
 
-# Drafts per step: a verification of k + 1 tokens costs ~1 + 0.3 k one-token steps on a 2-core CPU, so a
-# small k pays best at the ~0.55 acceptance of prompt-copying work (bench/speculative.py: k = 2 gave 1.12x
-# plain decode, k = 4 0.88x, k = 10 0.69x; docs/performance.md).
-DEFAULT_NUM_SPECULATIVE_TOKENS = 2
+# The most drafts per step. With n-gram drafts each request drafts fewer, as many as pay off at its own
+# acceptance (gptkit.generation.drafters.DraftLength): a verification of k + 1 tokens costs ~1 + 0.3 k
+# one-token steps on a 2-core CPU (bench/speculative.py, docs/performance.md).
+DEFAULT_NUM_SPECULATIVE_TOKENS = 5
 NGRAM_SIZE = 2  # transformers' max_matching_ngram_size default
 
 
@@ -67,6 +67,7 @@ class Speculator:
         check_num_tokens("num_speculative_tokens", num_tokens, max_seq_len)
         self.num_tokens = num_tokens
         self.stats = SpeculationStats()
+        self.lengths: dict[int, DraftLength] = {}  # n-gram drafts: each slot's request's draft length
         if speculative == "ngram":
             self.drafter = NgramDrafter(num_tokens, NGRAM_SIZE)
         elif hasattr(speculative, "config") and hasattr(speculative, "new_cache"):
@@ -98,6 +99,7 @@ class Speculator:
             row.truncate([extra])
 
     def released(self, slot: int) -> None:
+        self.lengths.pop(slot, None)
         if self.uses_model:
             self.drafter.release(slot)
 
@@ -135,10 +137,12 @@ class Speculator:
 
     def _draft(self, rows: dict[int, _SlotRow]) -> tuple[dict, dict, dict]:
         """(drafts to check, drafts proposed, their distributions) per slot of the requests that speculate."""
-        wanted = {slot: row for slot, row in rows.items() if row.request.params.speculative and row.room > 1}
+        speculating = {slot: row for slot, row in rows.items() if row.request.params.speculative}
+        budget = {slot: min(self._length(slot), row.room - 1) for slot, row in speculating.items()}
+        wanted = {slot: row for slot, row in speculating.items() if budget[slot] >= 1}
         if not wanted:
             return {}, {}, {}
-        budget = {slot: min(self.num_tokens, row.room - 1) for slot, row in wanted.items()}
+        budget = {slot: budget[slot] for slot in wanted}
         n = max(budget.values())
         if self.uses_model:
             n = min(n, self.drafter.limit(list(wanted.values())))
@@ -165,8 +169,16 @@ class Speculator:
         except RuntimeError as error:  # NaN / inf probabilities from this request's own options
             engine._release(request)
             events.append(request.fail(f"sampling failed for this request's options: {error}"))
-        self.stats.record(drafts, emitted)
+        accepted = self.stats.record(drafts, emitted)
+        if row.index in self.lengths:
+            self.lengths[row.index].update(len(drafts), accepted)
         return emitted, events
+
+    def _length(self, slot: int) -> int:
+        """Drafts the slot's request may take this step: all k with a draft model, else what pays off."""
+        if self.uses_model:
+            return self.num_tokens
+        return self.lengths.setdefault(slot, DraftLength(self.num_tokens)).next()
 
 
 def _logprob(request: Any, token: int, logits: torch.Tensor) -> TokenLogprob | None:

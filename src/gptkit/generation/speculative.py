@@ -43,8 +43,9 @@ class SpeculationStats:
         """accepted / drafted (0.0 before any draft)."""
         return self.accepted / self.drafted if self.drafted else 0.0
 
-    def record(self, drafts: list[int], emitted: list[int]) -> None:
-        """One row's round: drafts checked until the first rejection (or a stop), tokens emitted."""
+    def record(self, drafts: list[int], emitted: list[int]) -> int:
+        """One row's round: drafts checked until the first rejection (or a stop), tokens emitted; returns
+        the drafts accepted."""
         checked = min(len(drafts), len(emitted))
         accepted = 0
         while accepted < checked and emitted[accepted] == drafts[accepted]:
@@ -52,6 +53,7 @@ class SpeculationStats:
         self.drafted += checked
         self.accepted += accepted
         self.tokens += len(emitted)
+        return accepted
 
 
 def make_drafter(plan: Plan, assistant_model: torch.nn.Module | None) -> NgramDrafter | ModelDrafter | None:

@@ -123,7 +123,7 @@ def _add_speculative_options(p: argparse.ArgumentParser) -> None:
         "--num-speculative-tokens",
         type=positive_int,
         default=None,
-        help="tokens drafted per step with --speculative (default 2)",
+        help="most tokens drafted per step with --speculative (default 5; n-gram requests draft what pays off)",
     )
 
 
