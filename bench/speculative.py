@@ -5,7 +5,8 @@ greedy) on the bundled SmolLM2-135M GGUF with no load flags, decoded plainly and
 Prints, per task, the new tokens, decode tok/s (from the first new token to the last, so the prefill is left
 out) without and with speculation (generate's prompt lookup with k drafts), whether the outputs are identical,
 the acceptance rate and tokens per verification forward, the Engine's tok/s with n-gram speculation at its
-defaults (each request drafting as many as pay off at its acceptance, up to 5), llama.cpp's tok/s (bench/llama_peer.py, a process that never imports torch; the peer's
+defaults (each request drafting as many as pay off at its acceptance, up to 5), llama.cpp's tok/s
+(bench/llama_peer.py, a process that never imports torch; the peer's
 absence is printed and the rest still runs), then the totals against the goals (>= 2x gptkit without
 speculation, >= 2.5x llama.cpp), and what one verification forward of k + 1 tokens costs against a
 one-token decode step on a ~450-token cache.
@@ -150,7 +151,12 @@ def verification_cost(model, context: list[int], ks: list[int]) -> dict[int, flo
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--k", type=int, default=2, help="prompt_lookup_num_tokens (default 2, the Engine's)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=2,
+        help="generate's prompt_lookup_num_tokens (default 2, the best fixed k here)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement, best kept")
     return parser.parse_args()
 
